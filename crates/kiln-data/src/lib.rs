@@ -1,0 +1,21 @@
+//! Datasets for kiln: IDX and image-folder readers, checksums, fetching, preprocessing and batching.
+//!
+//! Nothing here knows about models, training or serving; [`preprocess`] is the single place
+//! pixels become model inputs, shared by training and serving.
+
+pub mod checksum;
+pub mod dataset;
+mod error;
+pub mod fetch;
+pub mod folder;
+pub mod fsutil;
+pub mod idx;
+pub mod loader;
+pub mod preprocess;
+pub mod rng;
+
+pub use dataset::{Dataset, DatasetFormat, DatasetInfo, ImageSet, load};
+pub use error::{DataError, Result};
+pub use loader::{HostBatch, Loader, LoaderOptions};
+pub use preprocess::{Normalization, PixelTable, preprocess};
+pub use rng::SplitMix64;

@@ -1,0 +1,83 @@
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::cnn::{Cnn, CnnConfig};
+use crate::mlp::{Mlp, MlpConfig};
+
+/// Which network to build, with its hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Architecture {
+    /// A multi-layer perceptron.
+    Mlp(MlpConfig),
+    /// The classic MNIST convolutional net.
+    Cnn(CnnConfig),
+}
+
+impl Default for Architecture {
+    fn default() -> Self {
+        Self::Mlp(MlpConfig::default())
+    }
+}
+
+impl Architecture {
+    /// Short name: `mlp` or `cnn`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Mlp(_) => "mlp",
+            Self::Cnn(_) => "cnn",
+        }
+    }
+
+    /// Builds the network for `[channels, height, width]` inputs and `classes` outputs.
+    #[must_use]
+    pub fn init(&self, input: [usize; 3], classes: usize, device: &Device) -> Model {
+        match self {
+            Self::Mlp(c) => Model::Mlp(c.init(input.iter().product(), classes, device)),
+            Self::Cnn(c) => Model::Cnn(c.init(input, classes, device)),
+        }
+    }
+
+    /// Checks the hyperparameters make a buildable network for this input; returns what is wrong.
+    #[must_use]
+    pub fn problem(&self, input: [usize; 3]) -> Option<String> {
+        let dropout_ok = |p: f64| p.is_finite() && (0.0..1.0).contains(&p);
+        match self {
+            Self::Mlp(c) if c.hidden.contains(&0) => Some("model.hidden: layer widths must be positive".into()),
+            Self::Mlp(c) if !dropout_ok(c.dropout) => Some("model.dropout must be in [0, 1)".into()),
+            Self::Cnn(c) if input[1] < 6 || input[2] < 6 => Some("the CNN needs images of at least 6x6".into()),
+            Self::Cnn(c) if c.conv1 == 0 || c.conv2 == 0 || c.hidden == 0 => {
+                Some("model.conv1, model.conv2 and model.hidden must be positive".into())
+            }
+            Self::Cnn(c) if !dropout_ok(c.dropout_conv) || !dropout_ok(c.dropout_fc) => {
+                Some("model.dropout_conv and model.dropout_fc must be in [0, 1)".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A kiln network: one of the supported architectures.
+#[derive(Module, Debug)]
+pub enum Model {
+    /// A multi-layer perceptron.
+    Mlp(Mlp),
+    /// The classic MNIST convolutional net.
+    Cnn(Cnn),
+}
+
+impl Model {
+    /// Class logits for a batch of images.
+    ///
+    /// # Shapes
+    /// - images: `[batch, channels, height, width]`
+    /// - output: `[batch, classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::Mlp(m) => m.forward(images),
+            Self::Cnn(m) => m.forward(images),
+        }
+    }
+}

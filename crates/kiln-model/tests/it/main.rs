@@ -1,0 +1,29 @@
+//! Integration tests of kiln-model: artifact round trips and refusals, and candle-core as an
+//! independent oracle for the forward pass.
+
+mod artifact;
+mod oracle;
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use kiln_data::{DatasetFormat, ImageSet, Normalization, preprocess};
+
+/// The first `n` MNIST test images, normalised, as a `[n, 1, 28, 28]` tensor, and as floats.
+pub fn mnist_batch(n: usize, device: &Device) -> (Tensor<4>, Vec<f32>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist");
+    let d = kiln_data::load(&dir, DatasetFormat::Idx, 10, [28, 28]).unwrap();
+    let set: &ImageSet = &d.test;
+    let table = Normalization { mean: 0.1307, std: 0.3081 }.table();
+    let mut values = Vec::new();
+    for i in 0..n {
+        preprocess(set.image(i), &table, &mut values);
+    }
+    let tensor = Tensor::from_data(TensorData::new(values.clone(), [n, 1, 28, 28]), device);
+    (tensor, values)
+}
+
+/// A tensor's values as `f32`.
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}

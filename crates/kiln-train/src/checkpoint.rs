@@ -1,0 +1,196 @@
+//! Checkpoints: everything needed to continue a run exactly where it stopped.
+//!
+//! Each checkpoint is a directory `checkpoints/step-<global step>/` holding the model and
+//! optimizer records (burnpack) and `state.json` (loop position, counters, running sums and the
+//! SHA-256 of both records). It is assembled under a temporary name, every file fsynced, then
+//! renamed into place, so a crash leaves either a whole checkpoint or none. Learning rates,
+//! shuffling, augmentation and dropout are all functions of the seed and the step, so there is
+//! no random-generator state to save beyond the position.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::{ModuleOptimizer, OptimizerRecord};
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use kiln_data::checksum::sha256_hex;
+use kiln_data::fsutil::{sync_dir, write_atomic};
+use kiln_model::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+
+/// Directory (inside a run) that holds checkpoints.
+pub const DIR: &str = "checkpoints";
+const MODEL_FILE: &str = "model.bpk";
+const OPTIM_FILE: &str = "optim.bpk";
+const STATE_FILE: &str = "state.json";
+
+/// The loop position and bookkeeping saved with each checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LoopState {
+    /// The epoch in progress (0-based).
+    pub epoch: usize,
+    /// The next batch index within that epoch.
+    pub batch: usize,
+    /// Optimizer steps taken so far.
+    pub global_step: u64,
+    /// Sum of per-item training loss in the current epoch so far.
+    pub epoch_loss_sum: f64,
+    /// Correct training predictions in the current epoch so far.
+    pub epoch_correct: u64,
+    /// Training items seen in the current epoch so far.
+    pub epoch_items: u64,
+    /// Best value of the monitored metric so far, and its epoch (1-based).
+    pub best: Option<(f64, usize)>,
+    /// Epochs since the monitored metric last improved.
+    pub epochs_without_improvement: usize,
+    /// Per-epoch metrics so far.
+    pub history: Vec<EpochRecord>,
+    /// Training seconds so far (excluding time spent stopped).
+    pub train_seconds: f64,
+}
+
+/// Metrics of one finished epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training accuracy.
+    pub train_accuracy: f64,
+    /// Validation loss.
+    pub valid_loss: f64,
+    /// Validation accuracy.
+    pub valid_accuracy: f64,
+    /// Training throughput.
+    pub samples_per_sec: f64,
+    /// Wall time of the epoch's training part.
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    state: LoopState,
+    model_sha256: String,
+    optim_sha256: String,
+}
+
+/// A checkpoint read back from disk, verified.
+pub struct Checkpoint {
+    /// Where it was read from.
+    pub dir: PathBuf,
+    /// The loop position and bookkeeping.
+    pub state: LoopState,
+    /// The model weights.
+    pub model: ModuleRecord,
+    /// The optimizer state.
+    pub optim: OptimizerRecord,
+}
+
+/// Writes a checkpoint of `model`, `optim` and `state` into `run_dir/checkpoints/`, then keeps
+/// only the newest `keep` checkpoints.
+///
+/// # Errors
+/// [`TrainError::Io`] or [`TrainError::Checkpoint`]; earlier checkpoints are untouched.
+pub fn save(run_dir: &Path, model: &Model, optim: &ModuleOptimizer, state: &LoopState, keep: usize) -> Result<PathBuf, TrainError> {
+    let root = run_dir.join(DIR);
+    std::fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
+    let name = format!("step-{:09}", state.global_step);
+    let final_dir = root.join(&name);
+    let tmp = root.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    let record_err = |e: burn::store::RecordError| TrainError::Checkpoint { path: tmp.clone(), message: e.to_string() };
+    let model_bytes = model.clone().into_record().into_bytes().map_err(record_err)?.to_vec();
+    let optim_bytes = optim.to_record().into_bytes().map_err(record_err)?.to_vec();
+    write_atomic(&tmp.join(MODEL_FILE), &model_bytes).map_err(|e| TrainError::Checkpoint { path: tmp.clone(), message: e.to_string() })?;
+    write_atomic(&tmp.join(OPTIM_FILE), &optim_bytes).map_err(|e| TrainError::Checkpoint { path: tmp.clone(), message: e.to_string() })?;
+    let file = StateFile { state: state.clone(), model_sha256: sha256_hex(&model_bytes), optim_sha256: sha256_hex(&optim_bytes) };
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| TrainError::Checkpoint { path: tmp.clone(), message: e.to_string() })?;
+    write_atomic(&tmp.join(STATE_FILE), &json).map_err(|e| TrainError::Checkpoint { path: tmp.clone(), message: e.to_string() })?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    sync_dir(&root).map_err(|e| TrainError::io(&root, e))?;
+    prune(&root, keep.max(1));
+    Ok(final_dir)
+}
+
+/// Checkpoint directories of a run, oldest first.
+///
+/// # Errors
+/// [`TrainError::Io`] when the directory cannot be listed.
+pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
+    let root = run_dir.join(DIR);
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map_err(|e| TrainError::io(&root, e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn prune(root: &Path, keep: usize) {
+    let Ok(dirs) = list(root.parent().unwrap_or(root)) else { return };
+    let excess = dirs.len().saturating_sub(keep);
+    for dir in &dirs[..excess] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Reads and verifies one checkpoint directory. Nothing is returned unless every file is
+/// present and matches its recorded checksum.
+///
+/// # Errors
+/// [`TrainError::Checkpoint`] saying what is wrong with it.
+pub fn load(dir: &Path) -> Result<Checkpoint, TrainError> {
+    let bad = |message: String| TrainError::Checkpoint { path: dir.to_path_buf(), message };
+    let state_bytes = std::fs::read(dir.join(STATE_FILE)).map_err(|e| bad(format!("cannot read {STATE_FILE}: {e}")))?;
+    let file: StateFile = serde_json::from_slice(&state_bytes).map_err(|e| bad(format!("{STATE_FILE} is corrupt: {e}")))?;
+    let read_checked = |name: &str, expected: &str| -> Result<Vec<u8>, TrainError> {
+        let bytes = std::fs::read(dir.join(name)).map_err(|e| bad(format!("cannot read {name}: {e}")))?;
+        let found = sha256_hex(&bytes);
+        if found == expected {
+            Ok(bytes)
+        } else {
+            Err(bad(format!("{name} is corrupt (sha256 {found}, expected {expected})")))
+        }
+    };
+    let model_bytes = read_checked(MODEL_FILE, &file.model_sha256)?;
+    let optim_bytes = read_checked(OPTIM_FILE, &file.optim_sha256)?;
+    let model = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes)).map_err(|e| bad(format!("{MODEL_FILE}: {e}")))?;
+    let optim = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(optim_bytes)).map_err(|e| bad(format!("{OPTIM_FILE}: {e}")))?;
+    Ok(Checkpoint { dir: dir.to_path_buf(), state: file.state, model, optim })
+}
+
+/// The newest checkpoint of a run, verified. A corrupt newest checkpoint is an error (it is
+/// never skipped silently); the message lists the earlier ones to resume from instead.
+///
+/// # Errors
+/// [`TrainError::Checkpoint`] when there is none or the newest is corrupt.
+pub fn load_latest(run_dir: &Path) -> Result<Checkpoint, TrainError> {
+    let dirs = list(run_dir)?;
+    let Some(newest) = dirs.last() else {
+        return Err(TrainError::Checkpoint {
+            path: run_dir.to_path_buf(),
+            message: "no checkpoints to resume from (is this a kiln run directory?)".into(),
+        });
+    };
+    load(newest).map_err(|e| {
+        let earlier: Vec<String> = dirs[..dirs.len() - 1].iter().map(|d| d.display().to_string()).collect();
+        let hint = if earlier.is_empty() {
+            "there is no earlier checkpoint; start a new run".to_string()
+        } else {
+            format!("not loading it; resume from an earlier one with --checkpoint <dir>: {}", earlier.join(", "))
+        };
+        TrainError::Checkpoint { path: newest.clone(), message: format!("newest checkpoint is unusable: {e}; {hint}") }
+    })
+}

@@ -1,0 +1,19 @@
+//! Training for kiln: configs, run directories, the training loop, checkpoints and exact resume.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+mod error;
+pub mod eval;
+pub mod optimizer;
+pub mod run;
+pub mod schedule;
+pub mod step;
+mod tracking;
+mod trainer;
+
+pub use config::TrainConfig;
+pub use error::TrainError;
+pub use eval::{EvalReport, evaluate};
+pub use run::RunDir;
+pub use trainer::{Observer, Outcome, Silent, StartInfo, StepProgress, TrainOptions, TrainReport, train};

@@ -1,0 +1,161 @@
+//! Run directories: `<root>/<name>/<YYYYMMDD-HHMMSS>/`, never reused by a new run, holding the
+//! resolved config, `run.json`, TensorBoard event files, checkpoints, artifacts and the log.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kiln_data::fsutil::write_atomic;
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+
+/// Name of the resolved config inside a run directory.
+pub const CONFIG_FILE: &str = "config.toml";
+/// Name of the run record inside a run directory.
+pub const RUN_FILE: &str = "run.json";
+/// Name of the log file inside a run directory.
+pub const LOG_FILE: &str = "train.log";
+
+/// The burn release kiln is built against (recorded in `run.json`).
+pub const BURN_VERSION: &str = "0.22.1";
+
+/// A run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    /// Its path.
+    pub path: PathBuf,
+    /// The resolved config the run uses.
+    pub config: TrainConfig,
+    /// The run record.
+    pub record: RunRecord,
+}
+
+/// `run.json`: what ran, where, with what, and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunRecord {
+    /// Experiment name.
+    pub name: String,
+    /// Run id (the timestamp directory name).
+    pub id: String,
+    /// Command lines that started and resumed the run.
+    pub argv: Vec<Vec<String>>,
+    /// Source revision, when the working directory is a git checkout.
+    pub git_commit: Option<String>,
+    /// kiln's version.
+    pub kiln_version: String,
+    /// burn's version.
+    pub burn_version: String,
+    /// The device trained on.
+    pub device: String,
+    /// Start time (RFC 3339).
+    pub started: String,
+    /// Times the run was resumed (RFC 3339, with the step resumed from).
+    pub resumed: Vec<(String, u64)>,
+    /// End time, once ended.
+    pub ended: Option<String>,
+    /// `running`, `completed`, `early_stopped`, `stopped`, `interrupted` or `failed`.
+    pub status: String,
+    /// Metrics of the last finished epoch.
+    pub final_metrics: BTreeMap<String, f64>,
+    /// The best epoch by the monitored metric, and its metrics.
+    pub best_metrics: BTreeMap<String, f64>,
+    /// The error that ended a failed run.
+    pub error: Option<String>,
+}
+
+impl RunDir {
+    /// Creates a new run directory for `config` and writes its resolved config and `run.json`.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`] when the directory or files cannot be created.
+    pub fn create(config: &TrainConfig, argv: Vec<String>, device: &str) -> Result<Self, TrainError> {
+        let parent = config.experiment.root.join(&config.experiment.name);
+        std::fs::create_dir_all(&parent).map_err(|e| TrainError::io(&parent, e))?;
+        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+        // `create_dir` fails on an existing directory, so two runs never share one.
+        let (path, id) = (0..1000)
+            .map(|n| if n == 0 { stamp.clone() } else { format!("{stamp}-{n}") })
+            .find_map(|id| {
+                let path = parent.join(&id);
+                std::fs::create_dir(&path).ok().map(|()| (path, id))
+            })
+            .ok_or_else(|| TrainError::io(&parent, std::io::Error::other("could not create a fresh run directory")))?;
+        write_atomic(&path.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+        let record = RunRecord {
+            name: config.experiment.name.clone(),
+            id,
+            argv: vec![argv],
+            git_commit: git_commit(),
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            burn_version: BURN_VERSION.to_string(),
+            device: device.to_string(),
+            started: now(),
+            status: "running".into(),
+            ..Default::default()
+        };
+        let run = Self { path, config: config.clone(), record };
+        run.save_record()?;
+        Ok(run)
+    }
+
+    /// Opens an existing run directory to resume it (its own resolved config is used).
+    ///
+    /// # Errors
+    /// [`TrainError::Checkpoint`] when it is not a run directory, [`TrainError::Config`] when
+    /// its config no longer parses.
+    pub fn open(path: &Path, argv: Vec<String>) -> Result<Self, TrainError> {
+        let not_run = |what: &str| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("not a kiln run directory ({what}); pass the directory `kiln train` printed"),
+        };
+        if !path.is_dir() {
+            return Err(not_run("no such directory"));
+        }
+        let config_path = path.join(CONFIG_FILE);
+        if !config_path.is_file() {
+            return Err(not_run("no config.toml"));
+        }
+        let config = TrainConfig::load(&config_path, &[])?;
+        let record_path = path.join(RUN_FILE);
+        let bytes = std::fs::read(&record_path).map_err(|_| not_run("no run.json"))?;
+        let mut record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| not_run(&format!("run.json: {e}")))?;
+        record.argv.push(argv);
+        record.status = "running".into();
+        record.ended = None;
+        record.error = None;
+        Ok(Self { path: path.to_path_buf(), config, record })
+    }
+
+    /// Writes `run.json` atomically.
+    ///
+    /// # Errors
+    /// [`TrainError::Data`] wrapping the I/O error.
+    pub fn save_record(&self) -> Result<(), TrainError> {
+        let json = serde_json::to_vec_pretty(&self.record).map_err(|e| TrainError::Config(e.to_string()))?;
+        write_atomic(&self.path.join(RUN_FILE), &json)?;
+        Ok(())
+    }
+
+    /// Marks the run ended with `status`.
+    ///
+    /// # Errors
+    /// As [`RunDir::save_record`].
+    pub fn finish(&mut self, status: &str, error: Option<String>) -> Result<(), TrainError> {
+        self.record.status = status.to_string();
+        self.record.ended = Some(now());
+        self.record.error = error;
+        self.save_record()
+    }
+}
+
+/// The current local time, RFC 3339.
+#[must_use]
+pub fn now() -> String {
+    chrono::Local::now().to_rfc3339()
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}

@@ -1,0 +1,30 @@
+//! Integration tests of kiln-train on real MNIST with the smoke config: learning, tracking,
+//! exact resume and refusing corrupt checkpoints.
+
+mod resume;
+mod smoke;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use kiln_train::{RunDir, Silent, TrainConfig, TrainOptions, TrainReport, train};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The smoke config with runs under `root` and the data path made absolute.
+pub fn smoke_config(root: &Path, extra: &[&str]) -> TrainConfig {
+    let mut overrides = vec![
+        format!("experiment.root={:?}", root.display().to_string()),
+        format!("data.dir={:?}", repo().join("datasets/mnist").display().to_string()),
+    ];
+    overrides.extend(extra.iter().map(ToString::to_string));
+    TrainConfig::load(&repo().join("configs/smoke.toml"), &overrides).unwrap()
+}
+
+pub fn run_new(config: &TrainConfig, options: &TrainOptions) -> (RunDir, TrainReport) {
+    let mut run = RunDir::create(config, vec!["test".into()], "cpu").unwrap();
+    let report = train(&mut run, &Device::flex(), options, &mut Silent).unwrap();
+    (run, report)
+}

@@ -1,0 +1,65 @@
+//! Picks the burn device named on the command line or in a config. The backends are cargo
+//! features of this binary; asking for one that was not built in is a clear error.
+
+use anyhow::{Result, bail};
+use burn::tensor::Device;
+
+/// Device names accepted, for help texts.
+pub const HELP: &str = "cpu (burn's flex backend, the default), wgpu, vulkan, cuda or cuda:N";
+
+/// The device for `name`, and its canonical name for records.
+///
+/// # Errors
+/// An unknown name, or a backend this binary was built without (with the cargo feature to add).
+pub fn parse(name: &str) -> Result<(Device, String)> {
+    let name = name.trim().to_ascii_lowercase();
+    match name.as_str() {
+        "cpu" | "flex" => cpu(),
+        "wgpu" => wgpu(),
+        "vulkan" => vulkan(),
+        _ if name == "cuda" || name.starts_with("cuda:") => {
+            let index = match name.strip_prefix("cuda:") {
+                Some(i) => i.parse::<usize>().map_err(|_| anyhow::anyhow!("device {name:?}: expected cuda:<index>"))?,
+                None => 0,
+            };
+            cuda(index)
+        }
+        _ => bail!("unknown device {name:?}; use {HELP}"),
+    }
+}
+
+#[cfg(feature = "flex")]
+fn cpu() -> Result<(Device, String)> {
+    Ok((Device::flex(), "cpu (flex)".into()))
+}
+#[cfg(not(feature = "flex"))]
+fn cpu() -> Result<(Device, String)> {
+    bail!("this kiln was built without the CPU backend: rebuild with `--features flex`")
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu() -> Result<(Device, String)> {
+    Ok((Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), "wgpu".into()))
+}
+#[cfg(not(feature = "wgpu"))]
+fn wgpu() -> Result<(Device, String)> {
+    bail!("this kiln was built without wgpu: rebuild with `cargo build --release --features wgpu`")
+}
+
+#[cfg(feature = "vulkan")]
+fn vulkan() -> Result<(Device, String)> {
+    Ok((Device::vulkan(burn::tensor::DeviceKind::DefaultDevice), "vulkan".into()))
+}
+#[cfg(not(feature = "vulkan"))]
+fn vulkan() -> Result<(Device, String)> {
+    bail!("this kiln was built without vulkan: rebuild with `cargo build --release --features vulkan`")
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(index: usize) -> Result<(Device, String)> {
+    Ok((Device::cuda(index), format!("cuda:{index}")))
+}
+#[cfg(not(feature = "cuda"))]
+fn cuda(_index: usize) -> Result<(Device, String)> {
+    bail!("this kiln was built without CUDA: rebuild with `cargo build --release --features cuda` (see README: the CUDA build needs network access for its LLVM bundle)")
+}

@@ -1,0 +1,81 @@
+//! The kiln command line: train, evaluate, fetch data and serve small vision models.
+
+mod commands;
+mod device;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kiln: train, track and serve small vision models on burn.
+#[derive(Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a TOML config into a fresh run directory (or resume one).
+    Train(commands::train::TrainArgs),
+    /// Evaluate a run or model artifact: accuracy, per-class accuracy, confusion matrix.
+    Eval(commands::eval::EvalArgs),
+    /// Fetch and verify datasets.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+    /// Measure training and inference throughput on this machine.
+    Bench(commands::bench::BenchArgs),
+}
+
+/// An error in how kiln was invoked (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Exit code of a successful run cut short by Ctrl-C, after saving state.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => commands::train::run(args),
+        Command::Eval(args) => commands::eval::run(&args),
+        Command::Data(command) => commands::data::run(command),
+        Command::Bench(args) => commands::bench::run(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// 2 when the user's input is at fault (config, data, paths, arguments), 1 otherwise.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return 2;
+        }
+        if let Some(e) = cause.downcast_ref::<kiln_train::TrainError>() {
+            return if e.is_user_input() { 2 } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<kiln_data::DataError>() {
+            return if e.is_user_input() { 2 } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<kiln_model::ModelError>() {
+            return if matches!(e, kiln_model::ModelError::Io { .. }) { 1 } else { 2 };
+        }
+    }
+    1
+}
