@@ -59,13 +59,17 @@ pub fn read_sums(path: &Path) -> Result<Vec<(String, String)>> {
             line: i + 1,
             message: message.to_string(),
         };
-        let (digest, name) = line.split_once(char::is_whitespace).ok_or_else(|| bad("expected `<sha256>  <file>`"))?;
+        let (digest, name) = line
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| bad("expected `<sha256>  <file>`"))?;
         let name = name.trim_start().trim_start_matches('*');
         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad("the checksum is not 64 hex digits"));
         }
         if name.contains('/') || name.contains('\\') || name.is_empty() {
-            return Err(bad("the file name must be a plain name in the same directory"));
+            return Err(bad(
+                "the file name must be a plain name in the same directory",
+            ));
         }
         sums.push((name.to_string(), digest.to_ascii_lowercase()));
     }
@@ -102,7 +106,10 @@ pub fn verify_dir(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
     for (name, expected) in read_sums(&sums_path)? {
         let path = dir.join(&name);
         if !path.exists() {
-            return Err(DataError::MissingFile { dir: dir.to_path_buf(), name });
+            return Err(DataError::MissingFile {
+                dir: dir.to_path_buf(),
+                name,
+            });
         }
         verify_file(&path, &expected)?;
         checked.push(path);
@@ -119,7 +126,11 @@ pub fn verify_file(path: &Path, expected: &str) -> Result<()> {
     if found == expected {
         Ok(())
     } else {
-        Err(DataError::ChecksumMismatch { path: path.to_path_buf(), expected: expected.to_string(), found })
+        Err(DataError::ChecksumMismatch {
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            found,
+        })
     }
 }
 

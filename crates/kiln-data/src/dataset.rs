@@ -139,9 +139,16 @@ pub const IDX_FILES: [&str; 4] = [
 ///
 /// # Errors
 /// Any [`DataError`]: missing directory or files, checksum mismatches, malformed files.
-pub fn load(dir: &Path, format: DatasetFormat, num_classes: usize, image_size: [usize; 2]) -> Result<Dataset> {
+pub fn load(
+    dir: &Path,
+    format: DatasetFormat,
+    num_classes: usize,
+    image_size: [usize; 2],
+) -> Result<Dataset> {
     if !dir.is_dir() {
-        return Err(DataError::MissingDir { path: dir.to_path_buf() });
+        return Err(DataError::MissingDir {
+            path: dir.to_path_buf(),
+        });
     }
     let verified = verified_files(dir)?;
     let info = read_info(dir)?;
@@ -159,7 +166,9 @@ pub fn load(dir: &Path, format: DatasetFormat, num_classes: usize, image_size: [
     };
     let mut info = info.unwrap_or_default();
     if info.name.is_empty() {
-        info.name = dir.file_name().map_or_else(|| "dataset".into(), |n| n.to_string_lossy().into_owned());
+        info.name = dir
+            .file_name()
+            .map_or_else(|| "dataset".into(), |n| n.to_string_lossy().into_owned());
     }
     if let Some(names) = names {
         info.class_names = names;
@@ -167,7 +176,13 @@ pub fn load(dir: &Path, format: DatasetFormat, num_classes: usize, image_size: [
     if info.class_names.is_empty() {
         info.class_names = (0..num_classes).map(|c| c.to_string()).collect();
     }
-    Ok(Dataset { info, train, test, dir: dir.to_path_buf(), verified })
+    Ok(Dataset {
+        info,
+        train,
+        test,
+        dir: dir.to_path_buf(),
+        verified,
+    })
 }
 
 fn verified_files(dir: &Path) -> Result<Vec<(String, String)>> {
@@ -188,7 +203,10 @@ pub fn read_info(dir: &Path) -> Result<Option<DatasetInfo>> {
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| DataError::BadLayout { path, message: format!("invalid dataset.json: {e}") }),
+            .map_err(|e| DataError::BadLayout {
+                path,
+                message: format!("invalid dataset.json: {e}"),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(DataError::io(path, e)),
     }
@@ -203,10 +221,18 @@ pub fn find_idx_file(dir: &Path, stem: &str) -> Result<PathBuf> {
         .into_iter()
         .map(|name| dir.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| DataError::MissingFile { dir: dir.to_path_buf(), name: stem.to_string() })
+        .ok_or_else(|| DataError::MissingFile {
+            dir: dir.to_path_buf(),
+            name: stem.to_string(),
+        })
 }
 
-fn load_idx_split(dir: &Path, images_stem: &str, labels_stem: &str, num_classes: usize) -> Result<ImageSet> {
+fn load_idx_split(
+    dir: &Path,
+    images_stem: &str,
+    labels_stem: &str,
+    num_classes: usize,
+) -> Result<ImageSet> {
     let images_path = find_idx_file(dir, images_stem)?;
     let labels_path = find_idx_file(dir, labels_stem)?;
     let images = idx::read_images(&images_path)?;
@@ -219,5 +245,10 @@ fn load_idx_split(dir: &Path, images_stem: &str, labels_stem: &str, num_classes:
             labels: labels.len(),
         });
     }
-    Ok(ImageSet { height: images.rows, width: images.cols, pixels: images.pixels, labels })
+    Ok(ImageSet {
+        height: images.rows,
+        width: images.cols,
+        pixels: images.pixels,
+        labels,
+    })
 }

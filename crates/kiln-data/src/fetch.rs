@@ -30,7 +30,10 @@ pub struct KnownDataset {
 pub const KNOWN: &[KnownDataset] = &[
     KnownDataset {
         name: "mnist",
-        mirrors: &["https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+        mirrors: &[
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ],
         content_sha256: [
             "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
             "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -50,7 +53,16 @@ pub const KNOWN: &[KnownDataset] = &[
             "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         ],
         class_names: &[
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ],
         license: "Fashion-MNIST, Copyright 2017 Zalando SE; MIT license",
     },
@@ -61,10 +73,13 @@ pub const KNOWN: &[KnownDataset] = &[
 /// # Errors
 /// [`DataError::UnknownDataset`] listing the known names.
 pub fn known(name: &str) -> Result<&'static KnownDataset> {
-    KNOWN.iter().find(|d| d.name == name).ok_or_else(|| DataError::UnknownDataset {
-        name: name.to_string(),
-        known: KNOWN.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
-    })
+    KNOWN
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| DataError::UnknownDataset {
+            name: name.to_string(),
+            known: KNOWN.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
+        })
 }
 
 /// Where `fetch` takes the files from.
@@ -87,7 +102,12 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, Option<u64>);
 /// # Errors
 /// [`DataError::ChecksumMismatch`] when a file's content is not the known one (nothing of it is
 /// kept), [`DataError::Download`] or [`DataError::Io`] otherwise.
-pub fn fetch(dataset: &KnownDataset, source: &FetchSource, dest: &Path, progress: Progress<'_>) -> Result<PathBuf> {
+pub fn fetch(
+    dataset: &KnownDataset,
+    source: &FetchSource,
+    dest: &Path,
+    progress: Progress<'_>,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dest).map_err(|e| DataError::io(dest, e))?;
     let mut names = Vec::new();
     for (stem, expected) in IDX_FILES.iter().zip(dataset.content_sha256) {
@@ -114,7 +134,11 @@ pub fn fetch(dataset: &KnownDataset, source: &FetchSource, dest: &Path, progress
             if found == expected {
                 Ok(())
             } else {
-                Err(DataError::ChecksumMismatch { path: target.clone(), expected: expected.to_string(), found })
+                Err(DataError::ChecksumMismatch {
+                    path: target.clone(),
+                    expected: expected.to_string(),
+                    found,
+                })
             }
         });
         if let Err(e) = result {
@@ -127,7 +151,11 @@ pub fn fetch(dataset: &KnownDataset, source: &FetchSource, dest: &Path, progress
     checksum::write_sums(dest, &names)?;
     let info = DatasetInfo {
         name: dataset.name.to_string(),
-        class_names: dataset.class_names.iter().map(ToString::to_string).collect(),
+        class_names: dataset
+            .class_names
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         source: match source {
             FetchSource::Dir(dir) => format!("copied from {}", dir.display()),
             FetchSource::Network(_) => "downloaded by `kiln data fetch`".to_string(),
@@ -148,7 +176,11 @@ pub fn verify_content(dataset: &KnownDataset, dir: &Path) -> Result<()> {
         let path = crate::dataset::find_idx_file(dir, stem)?;
         let found = sha256_hex(&read_maybe_gzip(&path)?);
         if found != expected {
-            return Err(DataError::ChecksumMismatch { path, expected: expected.to_string(), found });
+            return Err(DataError::ChecksumMismatch {
+                path,
+                expected: expected.to_string(),
+                found,
+            });
         }
     }
     Ok(())
@@ -160,12 +192,18 @@ fn content_matches(path: &Path, expected: &str) -> Result<bool> {
 
 fn copy_local(dir: &Path, stem: &str, tmp: &Path) -> Result<()> {
     if !dir.is_dir() {
-        return Err(DataError::MissingDir { path: dir.to_path_buf() });
+        return Err(DataError::MissingDir {
+            path: dir.to_path_buf(),
+        });
     }
     let src = crate::dataset::find_idx_file(dir, stem)?;
     let bytes = std::fs::read(&src).map_err(|e| DataError::io(&src, e))?;
     // Store compressed either way, so the directory looks the same whatever the source.
-    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) { bytes } else { gzip(&bytes).map_err(|e| DataError::io(&src, e))? };
+    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        bytes
+    } else {
+        gzip(&bytes).map_err(|e| DataError::io(&src, e))?
+    };
     write_atomic(tmp, &bytes)
 }
 
@@ -184,21 +222,31 @@ fn download_any(bases: &[&str], name: &str, tmp: &Path, progress: Progress<'_>) 
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| DataError::Download { url: name.to_string(), message: "no mirror configured".into() }))
+    Err(last.unwrap_or_else(|| DataError::Download {
+        url: name.to_string(),
+        message: "no mirror configured".into(),
+    }))
 }
 
 /// The largest file `download` accepts, far above any IDX file it fetches.
 const MAX_DOWNLOAD: u64 = 256 << 20;
 
 fn download(url: &str, name: &str, tmp: &Path, progress: Progress<'_>) -> Result<()> {
-    let err = |message: String| DataError::Download { url: url.to_string(), message };
+    let err = |message: String| DataError::Download {
+        url: url.to_string(),
+        message,
+    };
     let response = ureq::get(url).call().map_err(|e| err(e.to_string()))?;
     let total = response
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut reader = response.into_body().into_with_config().limit(MAX_DOWNLOAD).reader();
+    let mut reader = response
+        .into_body()
+        .into_with_config()
+        .limit(MAX_DOWNLOAD)
+        .reader();
     let mut file = std::fs::File::create(tmp).map_err(|e| DataError::io(tmp, e))?;
     let mut buf = vec![0u8; 1 << 16];
     let mut done = 0u64;
@@ -207,7 +255,8 @@ fn download(url: &str, name: &str, tmp: &Path, progress: Progress<'_>) -> Result
         if n == 0 {
             break;
         }
-        file.write_all(&buf[..n]).map_err(|e| DataError::io(tmp, e))?;
+        file.write_all(&buf[..n])
+            .map_err(|e| DataError::io(tmp, e))?;
         done += n as u64;
         progress(name, done, total);
     }

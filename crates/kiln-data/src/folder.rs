@@ -13,9 +13,15 @@ const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 ///
 /// # Errors
 /// [`DataError::MissingDir`], [`DataError::BadLayout`] or [`DataError::BadImage`] naming the file.
-pub fn load_split(dir: &Path, expected_classes: Option<&[String]>, size: [usize; 2]) -> Result<(ImageSet, Vec<String>)> {
+pub fn load_split(
+    dir: &Path,
+    expected_classes: Option<&[String]>,
+    size: [usize; 2],
+) -> Result<(ImageSet, Vec<String>)> {
     if !dir.is_dir() {
-        return Err(DataError::MissingDir { path: dir.to_path_buf() });
+        return Err(DataError::MissingDir {
+            path: dir.to_path_buf(),
+        });
     }
     let mut classes: Vec<String> = read_dir_sorted(dir)?
         .into_iter()
@@ -30,23 +36,33 @@ pub fn load_split(dir: &Path, expected_classes: Option<&[String]>, size: [usize;
         });
     }
     if classes.len() > 256 {
-        return Err(DataError::BadLayout { path: dir.to_path_buf(), message: "more than 256 classes".into() });
+        return Err(DataError::BadLayout {
+            path: dir.to_path_buf(),
+            message: "more than 256 classes".into(),
+        });
     }
     if let Some(expected) = expected_classes
         && expected != classes.as_slice()
     {
         return Err(DataError::BadLayout {
             path: dir.to_path_buf(),
-            message: format!("class folders {classes:?} differ from the training split's {expected:?}"),
+            message: format!(
+                "class folders {classes:?} differ from the training split's {expected:?}"
+            ),
         });
     }
     let [height, width] = size;
-    let mut set = ImageSet { height, width, pixels: Vec::new(), labels: Vec::new() };
+    let mut set = ImageSet {
+        height,
+        width,
+        pixels: Vec::new(),
+        labels: Vec::new(),
+    };
     for (label, class) in classes.iter().enumerate() {
         for path in read_dir_sorted(&dir.join(class))? {
-            let is_image = path
-                .extension()
-                .is_some_and(|e| EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str()));
+            let is_image = path.extension().is_some_and(|e| {
+                EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str())
+            });
             if !is_image {
                 continue;
             }
@@ -56,7 +72,10 @@ pub fn load_split(dir: &Path, expected_classes: Option<&[String]>, size: [usize;
         }
     }
     if set.is_empty() {
-        return Err(DataError::BadLayout { path: dir.to_path_buf(), message: "no .png or .jpg images found".into() });
+        return Err(DataError::BadLayout {
+            path: dir.to_path_buf(),
+            message: "no .png or .jpg images found".into(),
+        });
     }
     Ok((set, classes))
 }
@@ -66,8 +85,10 @@ pub fn load_split(dir: &Path, expected_classes: Option<&[String]>, size: [usize;
 /// # Errors
 /// [`DataError::BadImage`] when it cannot be decoded.
 pub fn decode_gray(path: &Path, bytes: &[u8], size: [usize; 2]) -> Result<Vec<u8>> {
-    let image = image::load_from_memory(bytes)
-        .map_err(|e| DataError::BadImage { path: path.to_path_buf(), message: format!("cannot decode image: {e}") })?;
+    let image = image::load_from_memory(bytes).map_err(|e| DataError::BadImage {
+        path: path.to_path_buf(),
+        message: format!("cannot decode image: {e}"),
+    })?;
     let mut gray = image.to_luma8();
     let [height, width] = size;
     if gray.width() as usize != width || gray.height() as usize != height {

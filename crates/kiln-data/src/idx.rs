@@ -35,7 +35,10 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(raw.len() * 4);
         flate2::read::GzDecoder::new(raw.as_slice())
             .read_to_end(&mut out)
-            .map_err(|source| DataError::Gzip { path: path.to_path_buf(), source })?;
+            .map_err(|source| DataError::Gzip {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -58,7 +61,12 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<IdxImages> {
     if payload.len() != declared {
         return Err(size_mismatch(path, declared, payload.len()));
     }
-    Ok(IdxImages { count, rows, cols, pixels: payload.to_vec() })
+    Ok(IdxImages {
+        count,
+        rows,
+        cols,
+        pixels: payload.to_vec(),
+    })
 }
 
 /// Parses IDX label bytes (already decompressed) and checks every label is below
@@ -72,8 +80,10 @@ pub fn parse_labels(path: &Path, bytes: &[u8], num_classes: usize) -> Result<Vec
     if payload.len() != dims[0] {
         return Err(size_mismatch(path, dims[0], payload.len()));
     }
-    if let Some((index, &label)) =
-        payload.iter().enumerate().find(|&(_, &l)| usize::from(l) >= num_classes)
+    if let Some((index, &label)) = payload
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| usize::from(l) >= num_classes)
     {
         return Err(DataError::LabelOutOfRange {
             path: path.to_path_buf(),
@@ -105,7 +115,12 @@ pub fn read_labels(path: &Path, num_classes: usize) -> Result<Vec<u8>> {
 #[must_use]
 pub fn encode_images(images: &IdxImages) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + images.pixels.len());
-    for v in [IMAGES_MAGIC, dim(images.count), dim(images.rows), dim(images.cols)] {
+    for v in [
+        IMAGES_MAGIC,
+        dim(images.count),
+        dim(images.rows),
+        dim(images.cols),
+    ] {
         out.extend_from_slice(&v.to_be_bytes());
     }
     out.extend_from_slice(&images.pixels);
@@ -129,9 +144,16 @@ fn dim(n: usize) -> u32 {
 fn parse_header(path: &Path, bytes: &[u8], magic: u32, kind: &'static str) -> Result<Vec<usize>> {
     let ndim = (magic & 0xff) as usize;
     let header_len = 4 + 4 * ndim;
-    let found_magic = bytes.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let found_magic = bytes
+        .get(..4)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     if found_magic != magic {
-        return Err(DataError::BadMagic { path: path.to_path_buf(), kind, expected: magic, found: found_magic });
+        return Err(DataError::BadMagic {
+            path: path.to_path_buf(),
+            kind,
+            expected: magic,
+            found: found_magic,
+        });
     }
     if bytes.len() < header_len {
         return Err(size_mismatch(path, header_len, bytes.len()));
@@ -143,7 +165,11 @@ fn parse_header(path: &Path, bytes: &[u8], magic: u32, kind: &'static str) -> Re
 }
 
 fn size_mismatch(path: &Path, declared: usize, found: usize) -> DataError {
-    DataError::SizeMismatch { path: PathBuf::from(path), declared, found }
+    DataError::SizeMismatch {
+        path: PathBuf::from(path),
+        declared,
+        found,
+    }
 }
 
 #[cfg(test)]
@@ -169,23 +195,57 @@ mod tests {
 
     #[test]
     fn truncated_payload_is_reported_with_sizes() {
-        let images = IdxImages { count: 2, rows: 2, cols: 2, pixels: vec![1; 8] };
+        let images = IdxImages {
+            count: 2,
+            rows: 2,
+            cols: 2,
+            pixels: vec![1; 8],
+        };
         let mut bytes = encode_images(&images);
         bytes.pop();
         let err = parse_images(Path::new("a.idx"), &bytes).unwrap_err();
-        assert!(matches!(err, DataError::SizeMismatch { declared: 8, found: 7, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DataError::SizeMismatch {
+                    declared: 8,
+                    found: 7,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn labels_file_given_as_images_is_a_magic_error() {
         let err = parse_images(Path::new("l.idx"), &encode_labels(&[1, 2])).unwrap_err();
-        assert!(matches!(err, DataError::BadMagic { found: LABELS_MAGIC, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DataError::BadMagic {
+                    found: LABELS_MAGIC,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("l.idx"));
     }
 
     #[test]
     fn label_out_of_range_names_index_and_value() {
         let err = parse_labels(Path::new("l"), &encode_labels(&[1, 2, 12]), 10).unwrap_err();
-        assert!(matches!(err, DataError::LabelOutOfRange { index: 2, label: 12, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DataError::LabelOutOfRange {
+                    index: 2,
+                    label: 12,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

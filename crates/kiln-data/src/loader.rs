@@ -58,7 +58,10 @@ impl HostBatch {
     /// The images as a `[len, 1, height, width]` tensor on `device`.
     #[must_use]
     pub fn images_tensor(&self, device: &Device) -> Tensor<4> {
-        let data = TensorData::new(self.images.clone(), [self.len(), 1, self.height, self.width]);
+        let data = TensorData::new(
+            self.images.clone(),
+            [self.len(), 1, self.height, self.width],
+        );
         Tensor::from_data(data, device)
     }
 
@@ -81,8 +84,15 @@ impl Loader {
     /// A loader over `set`, normalising with `table`.
     #[must_use]
     pub fn new(set: Arc<ImageSet>, table: PixelTable, options: LoaderOptions) -> Self {
-        let options = LoaderOptions { batch_size: options.batch_size.max(1), ..options };
-        Self { set, table: Arc::new(table), options }
+        let options = LoaderOptions {
+            batch_size: options.batch_size.max(1),
+            ..options
+        };
+        Self {
+            set,
+            table: Arc::new(table),
+            options,
+        }
     }
 
     /// Batches per epoch.
@@ -114,26 +124,47 @@ impl Loader {
         let end = self.batches_per_epoch();
         let workers = self.options.workers;
         if workers == 0 {
-            return EpochBatches { source: Source::Inline { maker: self.maker(order, epoch), next: start, end } };
+            return EpochBatches {
+                source: Source::Inline {
+                    maker: self.maker(order, epoch),
+                    next: start,
+                    end,
+                },
+            };
         }
         let mut receivers = Vec::with_capacity(workers);
         for w in 0..workers {
             let (tx, rx): (SyncSender<HostBatch>, Receiver<HostBatch>) = sync_channel(2);
             let maker = self.maker(Arc::clone(&order), epoch);
-            let spawned = std::thread::Builder::new().name(format!("kiln-loader-{w}")).spawn(move || {
-                for index in (start + w..end).step_by(workers) {
-                    if tx.send(maker.make(index)).is_err() {
-                        return;
+            let spawned = std::thread::Builder::new()
+                .name(format!("kiln-loader-{w}"))
+                .spawn(move || {
+                    for index in (start + w..end).step_by(workers) {
+                        if tx.send(maker.make(index)).is_err() {
+                            return;
+                        }
                     }
-                }
-            });
+                });
             receivers.push(spawned.ok().map(|_| rx));
         }
         if receivers.iter().any(Option::is_none) {
             // Threads could not be started: fall back to preparing batches inline.
-            return EpochBatches { source: Source::Inline { maker: self.maker(order, epoch), next: start, end } };
+            return EpochBatches {
+                source: Source::Inline {
+                    maker: self.maker(order, epoch),
+                    next: start,
+                    end,
+                },
+            };
         }
-        EpochBatches { source: Source::Workers { receivers: receivers.into_iter().flatten().collect(), next: start, start, end } }
+        EpochBatches {
+            source: Source::Workers {
+                receivers: receivers.into_iter().flatten().collect(),
+                next: start,
+                start,
+                end,
+            },
+        }
     }
 
     fn maker(&self, order: Arc<Vec<usize>>, epoch: usize) -> BatchMaker {
@@ -172,7 +203,10 @@ impl BatchMaker {
             if self.max_shift == 0 {
                 preprocess(pixels, &self.table, &mut images);
             } else {
-                let mut rng = SplitMix64::derive(self.seed, &[0x5348_4946_54, self.epoch as u64, item as u64]);
+                let mut rng = SplitMix64::derive(
+                    self.seed,
+                    &[0x0053_4849_4654, self.epoch as u64, item as u64],
+                );
                 let span = 2 * self.max_shift as u64 + 1;
                 let dy = rng.below(span) as isize - self.max_shift as isize;
                 let dx = rng.below(span) as isize - self.max_shift as isize;
@@ -180,8 +214,18 @@ impl BatchMaker {
                 preprocess(&shifted, &self.table, &mut images);
             }
         }
-        let labels = items.iter().map(|&i| i64::from(self.set.labels[i])).collect();
-        HostBatch { index, images, labels, items, height, width }
+        let labels = items
+            .iter()
+            .map(|&i| i64::from(self.set.labels[i]))
+            .collect();
+        HostBatch {
+            index,
+            images,
+            labels,
+            items,
+            height,
+            width,
+        }
     }
 }
 
@@ -208,8 +252,17 @@ pub struct EpochBatches {
 }
 
 enum Source {
-    Inline { maker: BatchMaker, next: usize, end: usize },
-    Workers { receivers: Vec<Receiver<HostBatch>>, next: usize, start: usize, end: usize },
+    Inline {
+        maker: BatchMaker,
+        next: usize,
+        end: usize,
+    },
+    Workers {
+        receivers: Vec<Receiver<HostBatch>>,
+        next: usize,
+        start: usize,
+        end: usize,
+    },
 }
 
 impl Iterator for EpochBatches {
@@ -217,13 +270,16 @@ impl Iterator for EpochBatches {
 
     fn next(&mut self) -> Option<HostBatch> {
         match &mut self.source {
-            Source::Inline { maker, next, end } => {
-                (*next < *end).then(|| {
-                    *next += 1;
-                    maker.make(*next - 1)
-                })
-            }
-            Source::Workers { receivers, next, start, end } => {
+            Source::Inline { maker, next, end } => (*next < *end).then(|| {
+                *next += 1;
+                maker.make(*next - 1)
+            }),
+            Source::Workers {
+                receivers,
+                next,
+                start,
+                end,
+            } => {
                 if *next >= *end {
                     return None;
                 }
@@ -250,7 +306,13 @@ mod tests {
     }
 
     fn options(workers: usize, max_shift: usize) -> LoaderOptions {
-        LoaderOptions { batch_size: 8, shuffle: true, seed: 3, workers, max_shift }
+        LoaderOptions {
+            batch_size: 8,
+            shuffle: true,
+            seed: 3,
+            workers,
+            max_shift,
+        }
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub struct Normalization {
 
 impl Normalization {
     /// Maps `[0, 1]` to `[-1, 1]` (mean 0.5, std 0.5).
-    pub const SYMMETRIC: Self = Self { mean: 0.5, std: 0.5 };
+    pub const SYMMETRIC: Self = Self {
+        mean: 0.5,
+        std: 0.5,
+    };
 
     /// The mean and standard deviation of `pixels` scaled to `[0, 1]`.
     #[must_use]
@@ -25,20 +28,30 @@ impl Normalization {
             histogram[usize::from(p)] += 1;
         }
         let n = pixels.len().max(1) as f64;
-        let mean = histogram.iter().enumerate().map(|(v, &c)| v as f64 / 255.0 * c as f64).sum::<f64>() / n;
+        let mean = histogram
+            .iter()
+            .enumerate()
+            .map(|(v, &c)| v as f64 / 255.0 * c as f64)
+            .sum::<f64>()
+            / n;
         let var = histogram
             .iter()
             .enumerate()
             .map(|(v, &c)| (v as f64 / 255.0 - mean).powi(2) * c as f64)
             .sum::<f64>()
             / n;
-        Self { mean: mean as f32, std: var.sqrt().max(1e-6) as f32 }
+        Self {
+            mean: mean as f32,
+            std: var.sqrt().max(1e-6) as f32,
+        }
     }
 
     /// The normalised value of every possible pixel, so preprocessing is one table lookup.
     #[must_use]
     pub fn table(&self) -> PixelTable {
-        PixelTable(std::array::from_fn(|p| (p as f32 / 255.0 - self.mean) / self.std))
+        PixelTable(std::array::from_fn(|p| {
+            (p as f32 / 255.0 - self.mean) / self.std
+        }))
     }
 
     /// Whether both values are finite and the deviation positive.
@@ -92,12 +105,19 @@ mod tests {
     #[test]
     fn stats_of_a_two_level_image() {
         let n = Normalization::from_pixels(&[0, 255, 0, 255]);
-        assert!((n.mean - 0.5).abs() < 1e-6 && (n.std - 0.5).abs() < 1e-6, "{n:?}");
+        assert!(
+            (n.mean - 0.5).abs() < 1e-6 && (n.std - 0.5).abs() < 1e-6,
+            "{n:?}"
+        );
     }
 
     #[test]
     fn float_and_integer_paths_agree() {
-        let t = Normalization { mean: 0.1307, std: 0.3081 }.table();
+        let t = Normalization {
+            mean: 0.1307,
+            std: 0.3081,
+        }
+        .table();
         let (mut a, mut b) = (Vec::new(), Vec::new());
         let ints: Vec<u8> = (0..=255).collect();
         let floats: Vec<f32> = ints.iter().map(|&p| f32::from(p) / 255.0).collect();

@@ -92,7 +92,12 @@ impl Manifest {
     }
 
     fn check(&self, path: &Path) -> Result<(), ModelError> {
-        let invalid = |message: String| Err(ModelError::Invalid { path: path.to_path_buf(), message });
+        let invalid = |message: String| {
+            Err(ModelError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })
+        };
         if self.format != FORMAT {
             return invalid(format!("format is {:?}, expected {FORMAT:?}", self.format));
         }
@@ -103,10 +108,16 @@ impl Manifest {
             ));
         }
         if self.input_shape.contains(&0) {
-            return invalid(format!("input_shape {:?} has a zero dimension", self.input_shape));
+            return invalid(format!(
+                "input_shape {:?} has a zero dimension",
+                self.input_shape
+            ));
         }
         if !self.normalization.is_valid() {
-            return invalid(format!("normalization {:?} is not usable (std must be > 0)", self.normalization));
+            return invalid(format!(
+                "normalization {:?} is not usable (std must be > 0)",
+                self.normalization
+            ));
         }
         if self.class_names.len() < 2 {
             return invalid("class_names must name at least two classes".into());
@@ -141,12 +152,18 @@ pub fn resolve(path: &Path) -> Result<PathBuf, ModelError> {
     if path.is_file() && path.file_name().is_some_and(|n| n == MANIFEST) {
         return Ok(path.parent().unwrap_or(Path::new(".")).to_path_buf());
     }
-    for candidate in [path.to_path_buf(), path.join("artifacts/best"), path.join("artifacts/final")] {
+    for candidate in [
+        path.to_path_buf(),
+        path.join("artifacts/best"),
+        path.join("artifacts/final"),
+    ] {
         if candidate.join(MANIFEST).is_file() {
             return Ok(candidate);
         }
     }
-    Err(ModelError::NotFound { path: path.to_path_buf() })
+    Err(ModelError::NotFound {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Reads and checks a manifest without loading weights.
@@ -157,8 +174,10 @@ pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest), ModelError> {
     let dir = resolve(path)?;
     let manifest_path = dir.join(MANIFEST);
     let text = std::fs::read(&manifest_path).map_err(|e| ModelError::io(&manifest_path, e))?;
-    let manifest: Manifest = serde_json::from_slice(&text)
-        .map_err(|e| ModelError::Invalid { path: manifest_path.clone(), message: e.to_string() })?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| ModelError::Invalid {
+        path: manifest_path.clone(),
+        message: e.to_string(),
+    })?;
     manifest.check(&manifest_path)?;
     Ok((dir, manifest))
 }
@@ -174,17 +193,38 @@ pub fn load(path: &Path, device: &Device) -> Result<Artifact, ModelError> {
     let bytes = std::fs::read(&weights_path).map_err(|e| ModelError::io(&weights_path, e))?;
     let found = sha256_hex(&bytes);
     if found != manifest.weights_sha256 {
-        return Err(ModelError::Corrupt { path: weights_path, expected: manifest.weights_sha256.clone(), found });
+        return Err(ModelError::Corrupt {
+            path: weights_path,
+            expected: manifest.weights_sha256.clone(),
+            found,
+        });
     }
     let model = load_weights(&manifest, &weights_path, bytes, device)?;
-    Ok(Artifact { manifest, model, dir })
+    Ok(Artifact {
+        manifest,
+        model,
+        dir,
+    })
 }
 
-fn load_weights(manifest: &Manifest, path: &Path, bytes: Vec<u8>, device: &Device) -> Result<Model, ModelError> {
-    let mismatch = |message: String| ModelError::Mismatch { path: path.to_path_buf(), message };
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| mismatch(e.to_string()))?;
-    let model = manifest.architecture.init(manifest.input_shape, manifest.num_classes(), device);
-    let model = model.try_load_record(record).map_err(|e| mismatch(e.to_string()))?;
+fn load_weights(
+    manifest: &Manifest,
+    path: &Path,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<Model, ModelError> {
+    let mismatch = |message: String| ModelError::Mismatch {
+        path: path.to_path_buf(),
+        message,
+    };
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| mismatch(e.to_string()))?;
+    let model = manifest
+        .architecture
+        .init(manifest.input_shape, manifest.num_classes(), device);
+    let model = model
+        .try_load_record(record)
+        .map_err(|e| mismatch(e.to_string()))?;
     Ok(model.valid())
 }
 
@@ -197,7 +237,10 @@ pub fn weights_bytes(model: &Model) -> Result<Vec<u8>, ModelError> {
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| ModelError::Invalid { path: PathBuf::from("<weights>"), message: e.to_string() })?;
+        .map_err(|e| ModelError::Invalid {
+            path: PathBuf::from("<weights>"),
+            message: e.to_string(),
+        })?;
     Ok(bytes.to_vec())
 }
 
@@ -215,13 +258,18 @@ pub fn save(dir: &Path, model: &Model, mut manifest: Manifest) -> Result<Manifes
     manifest.format = FORMAT.to_string();
     manifest.format_version = FORMAT_VERSION;
     write_atomic(&dir.join(&manifest.weights_file), &bytes)?;
-    let json = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| ModelError::Invalid { path: dir.join(MANIFEST), message: e.to_string() })?;
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| ModelError::Invalid {
+        path: dir.join(MANIFEST),
+        message: e.to_string(),
+    })?;
     write_atomic(&dir.join(MANIFEST), &json)?;
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("weights-") && name.ends_with(".bpk") && name != manifest.weights_file {
+            if name.starts_with("weights-")
+                && name.ends_with(".bpk")
+                && name != manifest.weights_file
+            {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

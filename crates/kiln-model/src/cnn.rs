@@ -99,7 +99,9 @@ impl Cnn {
         let x = self.activation.forward(self.conv2.forward(x));
         let x = self.dropout_conv.forward(self.pool.forward(x));
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = self.dropout_fc.forward(self.activation.forward(self.fc1.forward(x)));
+        let x = self
+            .dropout_fc
+            .forward(self.activation.forward(self.fc1.forward(x)));
         self.fc2.forward(x)
     }
 

@@ -21,7 +21,10 @@ fn default_hidden() -> Vec<usize> {
 
 impl Default for MlpConfig {
     fn default() -> Self {
-        Self { hidden: default_hidden(), dropout: 0.0 }
+        Self {
+            hidden: default_hidden(),
+            dropout: 0.0,
+        }
     }
 }
 
@@ -63,7 +66,9 @@ impl Mlp {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x: Tensor<2> = images.flatten(1, 3);
         for layer in &self.hidden {
-            x = self.dropout.forward(self.activation.forward(layer.forward(x)));
+            x = self
+                .dropout
+                .forward(self.activation.forward(layer.forward(x)));
         }
         self.output.forward(x)
     }
@@ -71,6 +76,9 @@ impl Mlp {
     /// The linear layers in order (hidden layers, then the output layer).
     #[must_use]
     pub fn layers(&self) -> Vec<&Linear> {
-        self.hidden.iter().chain(std::iter::once(&self.output)).collect()
+        self.hidden
+            .iter()
+            .chain(std::iter::once(&self.output))
+            .collect()
     }
 }

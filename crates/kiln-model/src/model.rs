@@ -45,9 +45,15 @@ impl Architecture {
     pub fn problem(&self, input: [usize; 3]) -> Option<String> {
         let dropout_ok = |p: f64| p.is_finite() && (0.0..1.0).contains(&p);
         match self {
-            Self::Mlp(c) if c.hidden.contains(&0) => Some("model.hidden: layer widths must be positive".into()),
-            Self::Mlp(c) if !dropout_ok(c.dropout) => Some("model.dropout must be in [0, 1)".into()),
-            Self::Cnn(c) if input[1] < 6 || input[2] < 6 => Some("the CNN needs images of at least 6x6".into()),
+            Self::Mlp(c) if c.hidden.contains(&0) => {
+                Some("model.hidden: layer widths must be positive".into())
+            }
+            Self::Mlp(c) if !dropout_ok(c.dropout) => {
+                Some("model.dropout must be in [0, 1)".into())
+            }
+            Self::Cnn(c) if input[1] < 6 || input[2] < 6 => {
+                Some("the CNN needs images of at least 6x6".into())
+            }
             Self::Cnn(c) if c.conv1 == 0 || c.conv2 == 0 || c.hidden == 0 => {
                 Some("model.conv1, model.conv2 and model.hidden must be positive".into())
             }
@@ -61,6 +67,10 @@ impl Architecture {
 
 /// A kiln network: one of the supported architectures.
 #[derive(Module, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one model per process; burn's Module derive does not see through Box"
+)]
 pub enum Model {
     /// A multi-layer perceptron.
     Mlp(Mlp),

@@ -32,6 +32,7 @@ impl ModuleVisitor for Collect {
         if self.params.iter().any(|(p, _)| *p == name) {
             name = format!("{name}/{}", self.params.len());
         }
-        self.params.push((name, param.val().into_data().iter::<f32>().collect()));
+        self.params
+            .push((name, param.val().into_data().iter::<f32>().collect()));
     }
 }

@@ -22,8 +22,10 @@ mod tests {
         w.session_start(0).unwrap();
         w.scalar("train/loss", 0.5, 10).unwrap();
         w.scalar("train/loss", 0.25, 20).unwrap();
-        w.histogram("weights/fc", &[0.0, 1.0, 1.0, 2.0, f32::NAN], 4, 20).unwrap();
-        w.gray_image("errors", &[0, 255, 128, 64], 2, 2, 20).unwrap();
+        w.histogram("weights/fc", &[0.0, 1.0, 1.0, 2.0, f32::NAN], 4, 20)
+            .unwrap();
+        w.gray_image("errors", &[0, 255, 128, 64], 2, 2, 20)
+            .unwrap();
         let mut hp = BTreeMap::new();
         hp.insert("lr".to_string(), HParamValue::Number(1e-3));
         hp.insert("model".to_string(), HParamValue::Text("mlp".into()));
@@ -38,12 +40,29 @@ mod tests {
         assert_eq!(log.session_starts, vec![0]);
         assert_eq!(log.scalars("train/loss"), vec![(10, 0.5), (20, 0.25)]);
         let histo = log.points.iter().find(|p| p.tag == "weights/fc").unwrap();
-        assert_eq!(histo.entry, Entry::Histogram { count: 4.0, buckets: vec![1.0, 0.0, 2.0, 1.0] });
+        assert_eq!(
+            histo.entry,
+            Entry::Histogram {
+                count: 4.0,
+                buckets: vec![1.0, 0.0, 2.0, 1.0]
+            }
+        );
         let image = log.points.iter().find(|p| p.tag == "errors").unwrap();
-        let Entry::Image { png, height: 2, width: 2 } = &image.entry else { panic!("{image:?}") };
+        let Entry::Image {
+            png,
+            height: 2,
+            width: 2,
+        } = &image.entry
+        else {
+            panic!("{image:?}")
+        };
         let decoded = image::load_from_memory(png).unwrap().to_luma8();
         assert_eq!(decoded.into_raw(), vec![0, 255, 128, 64]);
-        assert!(log.points.iter().any(|p| p.entry == Entry::HParamsStart(vec!["lr".into(), "model".into()])));
+        assert!(
+            log.points
+                .iter()
+                .any(|p| p.entry == Entry::HParamsStart(vec!["lr".into(), "model".into()]))
+        );
         assert!(!log.truncated);
     }
 
@@ -59,6 +78,9 @@ mod tests {
         let last = bytes.len() - 6;
         bytes[last] ^= 0x40;
         std::fs::write(&path, bytes).unwrap();
-        assert!(matches!(read_events(&path), Err(ReadError::Corrupt { index: 1, .. })));
+        assert!(matches!(
+            read_events(&path),
+            Err(ReadError::Corrupt { index: 1, .. })
+        ));
     }
 }

@@ -112,12 +112,22 @@ impl EventLog {
 /// [`ReadError`] for I/O errors and corrupt records; a truncated last record is not an error
 /// (it is flagged in [`EventLog::truncated`]).
 pub fn read_events(path: &Path) -> Result<EventLog, ReadError> {
-    let file = std::fs::File::open(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut input = BufReader::new(file);
     let mut log = EventLog::default();
     for index in 0.. {
-        let corrupt = |message: String| ReadError::Corrupt { path: path.to_path_buf(), index, message };
-        let payload = match read_record(&mut input).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })? {
+        let corrupt = |message: String| ReadError::Corrupt {
+            path: path.to_path_buf(),
+            index,
+            message,
+        };
+        let payload = match read_record(&mut input).map_err(|source| ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })? {
             ReadOutcome::Record(p) => p,
             ReadOutcome::End => break,
             ReadOutcome::Truncated => {
@@ -129,10 +139,16 @@ pub fn read_events(path: &Path) -> Result<EventLog, ReadError> {
         let event = proto::Event::decode(payload.as_slice()).map_err(|e| corrupt(e.to_string()))?;
         match event.what {
             Some(event::What::FileVersion(v)) => log.file_version = Some(v),
-            Some(event::What::SessionLog(s)) if s.status == 1 => log.session_starts.push(event.step),
+            Some(event::What::SessionLog(s)) if s.status == 1 => {
+                log.session_starts.push(event.step)
+            }
             Some(event::What::Summary(summary)) => {
                 for value in summary.value {
-                    log.points.push(Point { step: event.step, entry: entry_of(&value), tag: value.tag });
+                    log.points.push(Point {
+                        step: event.step,
+                        entry: entry_of(&value),
+                        tag: value.tag,
+                    });
                 }
             }
             _ => {}
@@ -149,7 +165,10 @@ pub fn event_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents.")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents."))
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -162,18 +181,32 @@ fn entry_of(value: &proto::SummaryValue) -> Entry {
         .and_then(|m| m.plugin_data.as_ref())
         .is_some_and(|p| p.plugin_name == "hparams");
     if is_hparams {
-        let content = value.metadata.as_ref().and_then(|m| m.plugin_data.as_ref()).map(|p| p.content.as_slice());
-        return match content.and_then(|c| proto::HParamsPluginData::decode(c).ok()).and_then(|d| d.data) {
-            Some(hparams_plugin_data::Data::SessionStartInfo(s)) => Entry::HParamsStart(s.hparams.into_keys().collect()),
+        let content = value
+            .metadata
+            .as_ref()
+            .and_then(|m| m.plugin_data.as_ref())
+            .map(|p| p.content.as_slice());
+        return match content
+            .and_then(|c| proto::HParamsPluginData::decode(c).ok())
+            .and_then(|d| d.data)
+        {
+            Some(hparams_plugin_data::Data::SessionStartInfo(s)) => {
+                Entry::HParamsStart(s.hparams.into_keys().collect())
+            }
             _ => Entry::HParamsOther,
         };
     }
     match &value.value {
         Some(summary_value::Value::SimpleValue(v)) => Entry::Scalar(*v),
-        Some(summary_value::Value::Histo(h)) => Entry::Histogram { count: h.num, buckets: h.bucket.clone() },
-        Some(summary_value::Value::Image(i)) => {
-            Entry::Image { height: i.height, width: i.width, png: i.encoded_image_string.clone() }
-        }
+        Some(summary_value::Value::Histo(h)) => Entry::Histogram {
+            count: h.num,
+            buckets: h.bucket.clone(),
+        },
+        Some(summary_value::Value::Image(i)) => Entry::Image {
+            height: i.height,
+            width: i.width,
+            png: i.encoded_image_string.clone(),
+        },
         _ => Entry::Other,
     }
 }

@@ -99,8 +99,14 @@ mod tests {
         write_record(&mut buf, b"hello").unwrap();
         write_record(&mut buf, b"world!").unwrap();
         let mut r = buf.as_slice();
-        assert_eq!(read_record(&mut r).unwrap(), ReadOutcome::Record(b"hello".to_vec()));
-        assert_eq!(read_record(&mut r).unwrap(), ReadOutcome::Record(b"world!".to_vec()));
+        assert_eq!(
+            read_record(&mut r).unwrap(),
+            ReadOutcome::Record(b"hello".to_vec())
+        );
+        assert_eq!(
+            read_record(&mut r).unwrap(),
+            ReadOutcome::Record(b"world!".to_vec())
+        );
         assert_eq!(read_record(&mut r).unwrap(), ReadOutcome::End);
 
         let mut r = &buf[..buf.len() - 2];
@@ -109,6 +115,9 @@ mod tests {
 
         let mut bad = buf.clone();
         bad[14] ^= 1;
-        assert!(matches!(read_record(&mut bad.as_slice()).unwrap(), ReadOutcome::Corrupt(_)));
+        assert!(matches!(
+            read_record(&mut bad.as_slice()).unwrap(),
+            ReadOutcome::Corrupt(_)
+        ));
     }
 }

@@ -94,7 +94,13 @@ pub struct Checkpoint {
 ///
 /// # Errors
 /// [`TrainError::Io`] or [`TrainError::Checkpoint`]; earlier checkpoints are untouched.
-pub fn save(run_dir: &Path, model: &Model, optim: &ModuleOptimizer, state: &LoopState, keep: usize) -> Result<PathBuf, TrainError> {
+pub fn save(
+    run_dir: &Path,
+    model: &Model,
+    optim: &ModuleOptimizer,
+    state: &LoopState,
+    keep: usize,
+) -> Result<PathBuf, TrainError> {
     let root = run_dir.join(DIR);
     std::fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
     let name = format!("step-{:09}", state.global_step);
@@ -102,14 +108,38 @@ pub fn save(run_dir: &Path, model: &Model, optim: &ModuleOptimizer, state: &Loop
     let tmp = root.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    let record_err = |e: burn::store::RecordError| TrainError::Checkpoint { path: tmp.clone(), message: e.to_string() };
-    let model_bytes = model.clone().into_record().into_bytes().map_err(record_err)?.to_vec();
+    let record_err = |e: burn::store::RecordError| TrainError::Checkpoint {
+        path: tmp.clone(),
+        message: e.to_string(),
+    };
+    let model_bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(record_err)?
+        .to_vec();
     let optim_bytes = optim.to_record().into_bytes().map_err(record_err)?.to_vec();
-    write_atomic(&tmp.join(MODEL_FILE), &model_bytes).map_err(|e| TrainError::Checkpoint { path: tmp.clone(), message: e.to_string() })?;
-    write_atomic(&tmp.join(OPTIM_FILE), &optim_bytes).map_err(|e| TrainError::Checkpoint { path: tmp.clone(), message: e.to_string() })?;
-    let file = StateFile { state: state.clone(), model_sha256: sha256_hex(&model_bytes), optim_sha256: sha256_hex(&optim_bytes) };
-    let json = serde_json::to_vec_pretty(&file).map_err(|e| TrainError::Checkpoint { path: tmp.clone(), message: e.to_string() })?;
-    write_atomic(&tmp.join(STATE_FILE), &json).map_err(|e| TrainError::Checkpoint { path: tmp.clone(), message: e.to_string() })?;
+    write_atomic(&tmp.join(MODEL_FILE), &model_bytes).map_err(|e| TrainError::Checkpoint {
+        path: tmp.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomic(&tmp.join(OPTIM_FILE), &optim_bytes).map_err(|e| TrainError::Checkpoint {
+        path: tmp.clone(),
+        message: e.to_string(),
+    })?;
+    let file = StateFile {
+        state: state.clone(),
+        model_sha256: sha256_hex(&model_bytes),
+        optim_sha256: sha256_hex(&optim_bytes),
+    };
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| TrainError::Checkpoint {
+        path: tmp.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomic(&tmp.join(STATE_FILE), &json).map_err(|e| TrainError::Checkpoint {
+        path: tmp.clone(),
+        message: e.to_string(),
+    })?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
     }
@@ -132,14 +162,20 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
         .map_err(|e| TrainError::io(&root, e))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
         .collect();
     dirs.sort();
     Ok(dirs)
 }
 
 fn prune(root: &Path, keep: usize) {
-    let Ok(dirs) = list(root.parent().unwrap_or(root)) else { return };
+    let Ok(dirs) = list(root.parent().unwrap_or(root)) else {
+        return;
+    };
     let excess = dirs.len().saturating_sub(keep);
     for dir in &dirs[..excess] {
         let _ = std::fs::remove_dir_all(dir);
@@ -152,23 +188,38 @@ fn prune(root: &Path, keep: usize) {
 /// # Errors
 /// [`TrainError::Checkpoint`] saying what is wrong with it.
 pub fn load(dir: &Path) -> Result<Checkpoint, TrainError> {
-    let bad = |message: String| TrainError::Checkpoint { path: dir.to_path_buf(), message };
-    let state_bytes = std::fs::read(dir.join(STATE_FILE)).map_err(|e| bad(format!("cannot read {STATE_FILE}: {e}")))?;
-    let file: StateFile = serde_json::from_slice(&state_bytes).map_err(|e| bad(format!("{STATE_FILE} is corrupt: {e}")))?;
+    let bad = |message: String| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let state_bytes = std::fs::read(dir.join(STATE_FILE))
+        .map_err(|e| bad(format!("cannot read {STATE_FILE}: {e}")))?;
+    let file: StateFile = serde_json::from_slice(&state_bytes)
+        .map_err(|e| bad(format!("{STATE_FILE} is corrupt: {e}")))?;
     let read_checked = |name: &str, expected: &str| -> Result<Vec<u8>, TrainError> {
-        let bytes = std::fs::read(dir.join(name)).map_err(|e| bad(format!("cannot read {name}: {e}")))?;
+        let bytes =
+            std::fs::read(dir.join(name)).map_err(|e| bad(format!("cannot read {name}: {e}")))?;
         let found = sha256_hex(&bytes);
         if found == expected {
             Ok(bytes)
         } else {
-            Err(bad(format!("{name} is corrupt (sha256 {found}, expected {expected})")))
+            Err(bad(format!(
+                "{name} is corrupt (sha256 {found}, expected {expected})"
+            )))
         }
     };
     let model_bytes = read_checked(MODEL_FILE, &file.model_sha256)?;
     let optim_bytes = read_checked(OPTIM_FILE, &file.optim_sha256)?;
-    let model = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes)).map_err(|e| bad(format!("{MODEL_FILE}: {e}")))?;
-    let optim = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(optim_bytes)).map_err(|e| bad(format!("{OPTIM_FILE}: {e}")))?;
-    Ok(Checkpoint { dir: dir.to_path_buf(), state: file.state, model, optim })
+    let model = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes))
+        .map_err(|e| bad(format!("{MODEL_FILE}: {e}")))?;
+    let optim = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(optim_bytes))
+        .map_err(|e| bad(format!("{OPTIM_FILE}: {e}")))?;
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        state: file.state,
+        model,
+        optim,
+    })
 }
 
 /// The newest checkpoint of a run, verified. A corrupt newest checkpoint is an error (it is
@@ -185,12 +236,21 @@ pub fn load_latest(run_dir: &Path) -> Result<Checkpoint, TrainError> {
         });
     };
     load(newest).map_err(|e| {
-        let earlier: Vec<String> = dirs[..dirs.len() - 1].iter().map(|d| d.display().to_string()).collect();
+        let earlier: Vec<String> = dirs[..dirs.len() - 1]
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
         let hint = if earlier.is_empty() {
             "there is no earlier checkpoint; start a new run".to_string()
         } else {
-            format!("not loading it; resume from an earlier one with --checkpoint <dir>: {}", earlier.join(", "))
+            format!(
+                "not loading it; resume from an earlier one with --checkpoint <dir>: {}",
+                earlier.join(", ")
+            )
         };
-        TrainError::Checkpoint { path: newest.clone(), message: format!("newest checkpoint is unusable: {e}; {hint}") }
+        TrainError::Checkpoint {
+            path: newest.clone(),
+            message: format!("newest checkpoint is unusable: {e}; {hint}"),
+        }
     })
 }

@@ -42,7 +42,12 @@ pub struct ExperimentConfig {
 
 impl Default for ExperimentConfig {
     fn default() -> Self {
-        Self { name: "default".into(), root: "experiments".into(), seed: 42, device: "cpu".into() }
+        Self {
+            name: "default".into(),
+            root: "experiments".into(),
+            seed: 42,
+            device: "cpu".into(),
+        }
     }
 }
 
@@ -121,7 +126,10 @@ pub enum NamedNormalization {
     Dataset,
 }
 
-#[expect(non_upper_case_globals, reason = "reads as the enum variant it stands for")]
+#[expect(
+    non_upper_case_globals,
+    reason = "reads as the enum variant it stands for"
+)]
 impl NormalizationChoice {
     /// Statistics of the training split.
     pub const Dataset: Self = Self::Named(NamedNormalization::Dataset);
@@ -239,7 +247,13 @@ pub struct ScheduleConfig {
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        Self { kind: ScheduleKind::Constant, warmup_epochs: 0.0, step_epochs: 1, gamma: 0.7, min_lr_fraction: 0.0 }
+        Self {
+            kind: ScheduleKind::Constant,
+            warmup_epochs: 0.0,
+            step_epochs: 1,
+            gamma: 0.7,
+            min_lr_fraction: 0.0,
+        }
     }
 }
 
@@ -273,7 +287,13 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { every_steps: 50, checkpoint_every_steps: 0, keep_checkpoints: 3, histograms: true, error_images: true }
+        Self {
+            every_steps: 50,
+            checkpoint_every_steps: 0,
+            keep_checkpoints: 3,
+            histograms: true,
+            error_images: true,
+        }
     }
 }
 
@@ -293,12 +313,14 @@ impl TrainConfig {
     /// # Errors
     /// [`TrainError::Config`].
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self, TrainError> {
-        let parsed: Self = toml::from_str(text).map_err(|e| TrainError::Config(format!("{origin}: {e}")))?;
+        let parsed: Self =
+            toml::from_str(text).map_err(|e| TrainError::Config(format!("{origin}: {e}")))?;
         let mut config = parsed;
         // Re-resolve after each override so the next one sees every default (a new model kind's
         // fields included).
         for o in overrides {
-            let mut table = toml::Table::try_from(&config).map_err(|e| TrainError::Config(e.to_string()))?;
+            let mut table =
+                toml::Table::try_from(&config).map_err(|e| TrainError::Config(e.to_string()))?;
             apply_override(&mut table, o)?;
             config = toml::Value::Table(table)
                 .try_into()
@@ -352,7 +374,10 @@ impl TrainConfig {
         if self.logging.every_steps == 0 {
             return fail("logging.every_steps must be at least 1");
         }
-        if self.experiment.name.is_empty() || self.experiment.name.contains(['/', '\\']) || self.experiment.name.starts_with('.') {
+        if self.experiment.name.is_empty()
+            || self.experiment.name.contains(['/', '\\'])
+            || self.experiment.name.starts_with('.')
+        {
             return fail("experiment.name must be a plain, non-empty name");
         }
         let input = [1, self.data.image_size[0], self.data.image_size[1]];
@@ -376,16 +401,27 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), T
     let key = key.trim();
     let value = parse_value(raw.trim());
     let parts: Vec<&str> = key.split('.').collect();
-    let (last, parents) = parts.split_last().ok_or_else(|| TrainError::Config("--set: empty key".into()))?;
+    let (last, parents) = parts
+        .split_last()
+        .ok_or_else(|| TrainError::Config("--set: empty key".into()))?;
     let mut current = table;
     for (i, part) in parents.iter().enumerate() {
-        current = current.get_mut(*part).and_then(toml::Value::as_table_mut).ok_or_else(|| {
-            TrainError::Config(format!("--set {key}: there is no section `{}`", parts[..=i].join(".")))
-        })?;
+        current = current
+            .get_mut(*part)
+            .and_then(toml::Value::as_table_mut)
+            .ok_or_else(|| {
+                TrainError::Config(format!(
+                    "--set {key}: there is no section `{}`",
+                    parts[..=i].join(".")
+                ))
+            })?;
     }
     if !current.contains_key(*last) {
         let known: Vec<&str> = current.keys().map(String::as_str).collect();
-        return Err(TrainError::Config(format!("--set {key}: no such key; keys here are: {}", known.join(", "))));
+        return Err(TrainError::Config(format!(
+            "--set {key}: no such key; keys here are: {}",
+            known.join(", ")
+        )));
     }
     // Switching the model kind drops the old kind's fields, so the new one starts from defaults.
     if key == "model.kind" && current.get("kind") != Some(&value) {
@@ -428,7 +464,15 @@ mod tests {
 
     #[test]
     fn overrides_apply_and_typos_fail() {
-        let c = TrainConfig::from_toml("", "t", &["training.optimizer.lr=0.01".into(), "experiment.name=x".into()]).unwrap();
+        let c = TrainConfig::from_toml(
+            "",
+            "t",
+            &[
+                "training.optimizer.lr=0.01".into(),
+                "experiment.name=x".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.training.optimizer.lr, 0.01);
         assert_eq!(c.experiment.name, "x");
         let err = TrainConfig::from_toml("", "t", &["training.lr=0.01".into()]).unwrap_err();
@@ -439,8 +483,15 @@ mod tests {
 
     #[test]
     fn switching_model_kind_starts_from_that_kinds_defaults() {
-        let c = TrainConfig::from_toml("", "t", &["model.kind=\"cnn\"".into(), "model.conv1=8".into()]).unwrap();
-        let Architecture::Cnn(cnn) = c.model else { panic!("{:?}", c.model) };
+        let c = TrainConfig::from_toml(
+            "",
+            "t",
+            &["model.kind=\"cnn\"".into(), "model.conv1=8".into()],
+        )
+        .unwrap();
+        let Architecture::Cnn(cnn) = c.model else {
+            panic!("{:?}", c.model)
+        };
         assert_eq!(cnn.conv1, 8);
     }
 

@@ -30,8 +30,18 @@ pub struct PreparedData {
 /// [`TrainError::Data`] for dataset problems, [`TrainError::Config`] for settings that do not
 /// fit the data.
 pub fn prepare(config: &DataConfig) -> Result<PreparedData, TrainError> {
-    let Dataset { info, mut train, mut test, verified, .. } =
-        kiln_data::load(&config.dir, config.format, config.num_classes, config.image_size)?;
+    let Dataset {
+        info,
+        mut train,
+        mut test,
+        verified,
+        ..
+    } = kiln_data::load(
+        &config.dir,
+        config.format,
+        config.num_classes,
+        config.image_size,
+    )?;
     if [train.height, train.width] != config.image_size {
         return Err(TrainError::Config(format!(
             "data.image_size is {:?} but {} holds {}x{} images",
@@ -62,11 +72,20 @@ pub fn prepare(config: &DataConfig) -> Result<PreparedData, TrainError> {
         }
     };
     if train.is_empty() || valid.is_empty() {
-        return Err(TrainError::Config("the training or validation split is empty".into()));
+        return Err(TrainError::Config(
+            "the training or validation split is empty".into(),
+        ));
     }
     let normalization = match &config.normalization {
         NormalizationChoice::Named(_) => Normalization::from_pixels(&train.pixels),
         NormalizationChoice::Fixed(n) => *n,
     };
-    Ok(PreparedData { train: Arc::new(train), valid, test, normalization, info, verified })
+    Ok(PreparedData {
+        train: Arc::new(train),
+        valid,
+        test,
+        normalization,
+        info,
+        verified,
+    })
 }

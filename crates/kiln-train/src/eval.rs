@@ -30,18 +30,37 @@ impl EvalReport {
     /// Indices of misclassified items, in split order.
     #[must_use]
     pub fn misclassified(&self, labels: &[u8]) -> Vec<usize> {
-        self.predictions.iter().zip(labels).enumerate().filter(|(_, (p, l))| p != l).map(|(i, _)| i).collect()
+        self.predictions
+            .iter()
+            .zip(labels)
+            .enumerate()
+            .filter(|(_, (p, l))| p != l)
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// A plain-text table: overall figures, per-class accuracy and the confusion matrix.
     #[must_use]
     pub fn table(&self) -> String {
-        let mut out = format!("items     {}\naccuracy  {:.4}\nloss      {:.4}\n\n", self.items, self.accuracy, self.loss);
-        let width = self.class_names.iter().map(String::len).max().unwrap_or(1).max(6);
-        out.push_str(&format!("{:>width$}  {:>8}  {:>6}\n", "class", "accuracy", "items"));
+        let mut out = format!(
+            "items     {}\naccuracy  {:.4}\nloss      {:.4}\n\n",
+            self.items, self.accuracy, self.loss
+        );
+        let width = self
+            .class_names
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(1)
+            .max(6);
+        out.push_str(&format!(
+            "{:>width$}  {:>8}  {:>6}\n",
+            "class", "accuracy", "items"
+        ));
         for (c, name) in self.class_names.iter().enumerate() {
             let n: u64 = self.confusion[c].iter().sum();
-            let acc = self.per_class_accuracy[c].map_or_else(|| "-".to_string(), |a| format!("{a:.4}"));
+            let acc =
+                self.per_class_accuracy[c].map_or_else(|| "-".to_string(), |a| format!("{a:.4}"));
             out.push_str(&format!("{name:>width$}  {acc:>8}  {n:>6}\n"));
         }
         out.push_str("\nconfusion matrix (rows: true class, columns: predicted)\n");
@@ -63,12 +82,25 @@ impl EvalReport {
 
 /// Evaluates `model` (in inference mode) on `set`, normalising with `table`.
 #[must_use]
-pub fn evaluate(model: &Model, set: &ImageSet, table: &PixelTable, class_names: &[String], batch_size: usize, device: &Device) -> EvalReport {
+pub fn evaluate(
+    model: &Model,
+    set: &ImageSet,
+    table: &PixelTable,
+    class_names: &[String],
+    batch_size: usize,
+    device: &Device,
+) -> EvalReport {
     let classes = class_names.len();
     let loader = Loader::new(
         std::sync::Arc::new(set.clone()),
         table.clone(),
-        LoaderOptions { batch_size, shuffle: false, seed: 0, workers: 1, max_shift: 0 },
+        LoaderOptions {
+            batch_size,
+            shuffle: false,
+            seed: 0,
+            workers: 1,
+            max_shift: 0,
+        },
     );
     let mut confusion = vec![vec![0u64; classes]; classes];
     let mut predictions = Vec::with_capacity(set.len());
@@ -111,6 +143,14 @@ fn softmax_loss(logits: &[f32], label: usize) -> (usize, f64) {
             best = i;
         }
     }
-    let log_sum = logits.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln() + max;
-    (best, log_sum - f64::from(logits.get(label).copied().unwrap_or(0.0)))
+    let log_sum = logits
+        .iter()
+        .map(|&v| (f64::from(v) - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
+    (
+        best,
+        log_sum - f64::from(logits.get(label).copied().unwrap_or(0.0)),
+    )
 }

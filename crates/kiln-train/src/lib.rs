@@ -16,4 +16,6 @@ pub use config::TrainConfig;
 pub use error::TrainError;
 pub use eval::{EvalReport, evaluate};
 pub use run::RunDir;
-pub use trainer::{Observer, Outcome, Silent, StartInfo, StepProgress, TrainOptions, TrainReport, train};
+pub use trainer::{
+    Observer, Outcome, Silent, StartInfo, StepProgress, TrainOptions, TrainReport, train,
+};

@@ -10,7 +10,7 @@ use crate::config::{OptimizerConfig, OptimizerKind};
 /// The optimizer `config` describes, clipping the global gradient norm at `clip_norm` (0 = off).
 #[must_use]
 pub fn build(config: &OptimizerConfig, clip_norm: f64) -> ModuleOptimizer {
-    let clipping = (clip_norm > 0.0).then(|| GradientClippingConfig::Norm(clip_norm as f32));
+    let clipping = (clip_norm > 0.0).then_some(GradientClippingConfig::Norm(clip_norm as f32));
     let decay = (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay));
     match config.kind {
         OptimizerKind::Adam => AdamConfig::new()
@@ -29,7 +29,10 @@ pub fn build(config: &OptimizerConfig, clip_norm: f64) -> ModuleOptimizer {
             .init(),
         OptimizerKind::Sgd => {
             let momentum = (config.momentum > 0.0).then(|| {
-                MomentumConfig::new().with_momentum(config.momentum).with_dampening(0.0).with_nesterov(config.nesterov)
+                MomentumConfig::new()
+                    .with_momentum(config.momentum)
+                    .with_dampening(0.0)
+                    .with_nesterov(config.nesterov)
             });
             SgdConfig::new()
                 .with_momentum(momentum)

@@ -69,18 +69,33 @@ impl RunDir {
     ///
     /// # Errors
     /// [`TrainError::Io`] when the directory or files cannot be created.
-    pub fn create(config: &TrainConfig, argv: Vec<String>, device: &str) -> Result<Self, TrainError> {
+    pub fn create(
+        config: &TrainConfig,
+        argv: Vec<String>,
+        device: &str,
+    ) -> Result<Self, TrainError> {
         let parent = config.experiment.root.join(&config.experiment.name);
         std::fs::create_dir_all(&parent).map_err(|e| TrainError::io(&parent, e))?;
         let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
         // `create_dir` fails on an existing directory, so two runs never share one.
         let (path, id) = (0..1000)
-            .map(|n| if n == 0 { stamp.clone() } else { format!("{stamp}-{n}") })
+            .map(|n| {
+                if n == 0 {
+                    stamp.clone()
+                } else {
+                    format!("{stamp}-{n}")
+                }
+            })
             .find_map(|id| {
                 let path = parent.join(&id);
                 std::fs::create_dir(&path).ok().map(|()| (path, id))
             })
-            .ok_or_else(|| TrainError::io(&parent, std::io::Error::other("could not create a fresh run directory")))?;
+            .ok_or_else(|| {
+                TrainError::io(
+                    &parent,
+                    std::io::Error::other("could not create a fresh run directory"),
+                )
+            })?;
         write_atomic(&path.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
         let record = RunRecord {
             name: config.experiment.name.clone(),
@@ -94,7 +109,11 @@ impl RunDir {
             status: "running".into(),
             ..Default::default()
         };
-        let run = Self { path, config: config.clone(), record };
+        let run = Self {
+            path,
+            config: config.clone(),
+            record,
+        };
         run.save_record()?;
         Ok(run)
     }
@@ -107,7 +126,9 @@ impl RunDir {
     pub fn open(path: &Path, argv: Vec<String>) -> Result<Self, TrainError> {
         let not_run = |what: &str| TrainError::Checkpoint {
             path: path.to_path_buf(),
-            message: format!("not a kiln run directory ({what}); pass the directory `kiln train` printed"),
+            message: format!(
+                "not a kiln run directory ({what}); pass the directory `kiln train` printed"
+            ),
         };
         if !path.is_dir() {
             return Err(not_run("no such directory"));
@@ -119,12 +140,17 @@ impl RunDir {
         let config = TrainConfig::load(&config_path, &[])?;
         let record_path = path.join(RUN_FILE);
         let bytes = std::fs::read(&record_path).map_err(|_| not_run("no run.json"))?;
-        let mut record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| not_run(&format!("run.json: {e}")))?;
+        let mut record: RunRecord =
+            serde_json::from_slice(&bytes).map_err(|e| not_run(&format!("run.json: {e}")))?;
         record.argv.push(argv);
         record.status = "running".into();
         record.ended = None;
         record.error = None;
-        Ok(Self { path: path.to_path_buf(), config, record })
+        Ok(Self {
+            path: path.to_path_buf(),
+            config,
+            record,
+        })
     }
 
     /// Writes `run.json` atomically.
@@ -132,7 +158,8 @@ impl RunDir {
     /// # Errors
     /// [`TrainError::Data`] wrapping the I/O error.
     pub fn save_record(&self) -> Result<(), TrainError> {
-        let json = serde_json::to_vec_pretty(&self.record).map_err(|e| TrainError::Config(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&self.record)
+            .map_err(|e| TrainError::Config(e.to_string()))?;
         write_atomic(&self.path.join(RUN_FILE), &json)?;
         Ok(())
     }
@@ -156,6 +183,11 @@ pub fn now() -> String {
 }
 
 fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

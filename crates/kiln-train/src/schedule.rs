@@ -6,7 +6,13 @@ use crate::config::{ScheduleConfig, ScheduleKind};
 /// The learning rate at optimizer step `step` (0-based) of a run of `total_steps` steps with
 /// `steps_per_epoch` steps per epoch and peak rate `peak`.
 #[must_use]
-pub fn learning_rate(config: &ScheduleConfig, peak: f64, step: u64, steps_per_epoch: u64, total_steps: u64) -> f64 {
+pub fn learning_rate(
+    config: &ScheduleConfig,
+    peak: f64,
+    step: u64,
+    steps_per_epoch: u64,
+    total_steps: u64,
+) -> f64 {
     let warmup = (config.warmup_epochs.max(0.0) * steps_per_epoch as f64).round() as u64;
     if step < warmup {
         return peak * (step + 1) as f64 / warmup as f64;
@@ -33,7 +39,12 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine_reaches_the_floor() {
-        let c = ScheduleConfig { kind: ScheduleKind::Cosine, warmup_epochs: 1.0, min_lr_fraction: 0.1, ..Default::default() };
+        let c = ScheduleConfig {
+            kind: ScheduleKind::Cosine,
+            warmup_epochs: 1.0,
+            min_lr_fraction: 0.1,
+            ..Default::default()
+        };
         assert!((learning_rate(&c, 1.0, 0, 10, 100) - 0.1).abs() < 1e-12);
         assert!((learning_rate(&c, 1.0, 9, 10, 100) - 1.0).abs() < 1e-12);
         assert!((learning_rate(&c, 1.0, 10, 10, 100) - 1.0).abs() < 1e-12);
@@ -44,7 +55,12 @@ mod tests {
 
     #[test]
     fn step_decays_every_n_epochs() {
-        let c = ScheduleConfig { kind: ScheduleKind::Step, step_epochs: 2, gamma: 0.5, ..Default::default() };
+        let c = ScheduleConfig {
+            kind: ScheduleKind::Step,
+            step_epochs: 2,
+            gamma: 0.5,
+            ..Default::default()
+        };
         assert_eq!(learning_rate(&c, 1.0, 19, 10, 100), 1.0);
         assert_eq!(learning_rate(&c, 1.0, 20, 10, 100), 0.5);
         assert_eq!(learning_rate(&c, 1.0, 40, 10, 100), 0.25);

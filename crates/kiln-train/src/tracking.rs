@@ -25,21 +25,39 @@ pub fn hparams(config: &TrainConfig) -> BTreeMap<String, HParamValue> {
             h.insert("model.dropout".into(), Number(m.dropout));
         }
         Architecture::Cnn(c) => {
-            h.insert("model.channels".into(), Text(format!("{}-{}", c.conv1, c.conv2)));
+            h.insert(
+                "model.channels".into(),
+                Text(format!("{}-{}", c.conv1, c.conv2)),
+            );
             h.insert("model.hidden".into(), Text(c.hidden.to_string()));
             h.insert("model.dropout".into(), Number(c.dropout_fc));
         }
     }
-    h.insert("optimizer".into(), Text(format!("{:?}", t.optimizer.kind).to_lowercase()));
+    h.insert(
+        "optimizer".into(),
+        Text(format!("{:?}", t.optimizer.kind).to_lowercase()),
+    );
     h.insert("lr".into(), Number(t.optimizer.lr));
-    h.insert("weight_decay".into(), Number(f64::from(t.optimizer.weight_decay)));
-    h.insert("schedule".into(), Text(format!("{:?}", t.schedule.kind).to_lowercase()));
+    h.insert(
+        "weight_decay".into(),
+        Number(f64::from(t.optimizer.weight_decay)),
+    );
+    h.insert(
+        "schedule".into(),
+        Text(format!("{:?}", t.schedule.kind).to_lowercase()),
+    );
     h.insert("batch_size".into(), Number(t.batch_size as f64));
     h.insert("epochs".into(), Number(t.epochs as f64));
     h.insert("grad_clip_norm".into(), Number(t.grad_clip_norm));
-    h.insert("augment_shift".into(), Number(config.data.augment_shift as f64));
+    h.insert(
+        "augment_shift".into(),
+        Number(config.data.augment_shift as f64),
+    );
     h.insert("seed".into(), Number(config.experiment.seed as f64));
-    h.insert("dataset".into(), Text(config.data.dir.display().to_string()));
+    h.insert(
+        "dataset".into(),
+        Text(config.data.dir.display().to_string()),
+    );
     let norm = match &config.data.normalization {
         NormalizationChoice::Named(_) => "dataset".to_string(),
         NormalizationChoice::Fixed(n) => format!("{}/{}", n.mean, n.std),
@@ -52,7 +70,11 @@ pub fn hparams(config: &TrainConfig) -> BTreeMap<String, HParamValue> {
 ///
 /// # Errors
 /// The writer's I/O error.
-pub fn weight_histograms(writer: &mut EventWriter, model: &Model, step: i64) -> std::io::Result<()> {
+pub fn weight_histograms(
+    writer: &mut EventWriter,
+    model: &Model,
+    step: i64,
+) -> std::io::Result<()> {
     for (path, values) in kiln_model::parameters(model) {
         writer.histogram(&format!("weights/{path}"), &values, 30, step)?;
     }
@@ -62,7 +84,12 @@ pub fn weight_histograms(writer: &mut EventWriter, model: &Model, step: i64) -> 
 /// Tiles up to `rows * cols` items of `set` (by index) into one grayscale grid, 2-pixel gaps.
 /// Returns `(pixels, height, width)`, or `None` when there is nothing to show.
 #[must_use]
-pub fn image_grid(set: &ImageSet, items: &[usize], rows: usize, cols: usize) -> Option<(Vec<u8>, usize, usize)> {
+pub fn image_grid(
+    set: &ImageSet,
+    items: &[usize],
+    rows: usize,
+    cols: usize,
+) -> Option<(Vec<u8>, usize, usize)> {
     let shown = &items[..items.len().min(rows * cols)];
     if shown.is_empty() {
         return None;

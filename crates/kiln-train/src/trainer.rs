@@ -139,7 +139,12 @@ pub struct TrainReport {
 ///
 /// # Errors
 /// Any [`TrainError`]; `run.json` then records the failure.
-pub fn train(run: &mut RunDir, device: &Device, options: &TrainOptions, observer: &mut dyn Observer) -> Result<TrainReport, TrainError> {
+pub fn train(
+    run: &mut RunDir,
+    device: &Device,
+    options: &TrainOptions,
+    observer: &mut dyn Observer,
+) -> Result<TrainReport, TrainError> {
     let result = train_inner(run, device, options, observer);
     let (status, error) = match &result {
         Ok(report) => (report.outcome.status(), None),
@@ -151,7 +156,12 @@ pub fn train(run: &mut RunDir, device: &Device, options: &TrainOptions, observer
 
 const DROPOUT_STREAM: u64 = 0x4452_4f50;
 
-fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observer: &mut dyn Observer) -> Result<TrainReport, TrainError> {
+fn train_inner(
+    run: &mut RunDir,
+    device: &Device,
+    options: &TrainOptions,
+    observer: &mut dyn Observer,
+) -> Result<TrainReport, TrainError> {
     let config = run.config.clone();
     let data = prepare(&config.data)?;
     let seed = config.experiment.seed;
@@ -174,7 +184,9 @@ fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observ
 
     let device_ad = device.clone().autodiff();
     device_ad.seed(seed);
-    let mut model = config.model.init(input, classes, &device_ad);
+    // Parameters initialise lazily; materialise them now so their random draws happen here,
+    // not inside the first training step after its dropout seed.
+    let mut model = config.model.init(input, classes, &device_ad).materialize();
     let mut optim = optimizer::build(&config.training.optimizer, config.training.grad_clip_norm);
     let mut state = LoopState::default();
     let mut events = EventWriter::create(&run.path).map_err(|e| TrainError::io(&run.path, e))?;
@@ -185,21 +197,36 @@ fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observ
         (None, false) => None,
     };
     if let Some(ckpt) = checkpoint {
-        model = model.try_load_record(ckpt.model).map_err(|e| TrainError::Checkpoint {
-            path: ckpt.dir.clone(),
-            message: format!("weights do not fit the run's model: {e}"),
-        })?;
+        model = model
+            .try_load_record(ckpt.model)
+            .map_err(|e| TrainError::Checkpoint {
+                path: ckpt.dir.clone(),
+                message: format!("weights do not fit the run's model: {e}"),
+            })?;
         optim = optim.load_record(ckpt.optim);
         state = ckpt.state;
-        observer.message(&format!("resuming from {} (step {}, epoch {})", ckpt.dir.display(), state.global_step, state.epoch + 1));
+        observer.message(&format!(
+            "resuming from {} (step {}, epoch {})",
+            ckpt.dir.display(),
+            state.global_step,
+            state.epoch + 1
+        ));
         tracing::info!(checkpoint = %ckpt.dir.display(), step = state.global_step, "resuming");
         run.record.resumed.push((now(), state.global_step));
         run.save_record()?;
-        events.session_start(i64::try_from(state.global_step).unwrap_or(i64::MAX)).map_err(|e| TrainError::io(events.path(), e))?;
-    } else {
-        events.session_start(0).map_err(|e| TrainError::io(events.path(), e))?;
         events
-            .hparams(&tracking::hparams(&config), &tracking::HPARAM_METRICS, &run.record.id)
+            .session_start(i64::try_from(state.global_step).unwrap_or(i64::MAX))
+            .map_err(|e| TrainError::io(events.path(), e))?;
+    } else {
+        events
+            .session_start(0)
+            .map_err(|e| TrainError::io(events.path(), e))?;
+        events
+            .hparams(
+                &tracking::hparams(&config),
+                &tracking::HPARAM_METRICS,
+                &run.record.id,
+            )
             .map_err(|e| TrainError::io(events.path(), e))?;
     }
 
@@ -238,17 +265,25 @@ fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observ
                 break 'epochs;
             }
             let step = state.global_step;
-            let lr = schedule::learning_rate(&config.training.schedule, config.training.optimizer.lr, step, steps_per_epoch as u64, total_steps);
+            let lr = schedule::learning_rate(
+                &config.training.schedule,
+                config.training.optimizer.lr,
+                step,
+                steps_per_epoch as u64,
+                total_steps,
+            );
             device_ad.seed(SplitMix64::derive(seed, &[DROPOUT_STREAM, step]).next_u64());
             let n = batch.len();
-            let (updated, loss, correct) = train_step(model, &mut optim, &loss_fn, &batch, lr, &device_ad);
+            let (updated, loss, correct) =
+                train_step(model, &mut optim, &loss_fn, &batch, lr, &device_ad);
             model = updated;
             interval.push(loss, correct, n);
             state.global_step += 1;
             state.batch += 1;
             session_items += n;
 
-            let samples_per_sec = session_items as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            let samples_per_sec =
+                session_items as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
             let is_log_step = state.global_step % config.logging.every_steps == 0;
             let (mut loss_value, mut accuracy) = (None, None);
             if is_log_step {
@@ -278,7 +313,9 @@ fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observ
             });
             let every = config.logging.checkpoint_every_steps;
             let stop_here = options.stop_after_step == Some(state.global_step);
-            if (every > 0 && state.global_step % every == 0 && state.batch < steps_per_epoch) || stop_here {
+            if (every > 0 && state.global_step % every == 0 && state.batch < steps_per_epoch)
+                || stop_here
+            {
                 interval.flush_into(&mut state);
                 let elapsed = epoch_start.elapsed().as_secs_f64();
                 state.train_seconds += elapsed;
@@ -300,7 +337,14 @@ fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observ
         observer.message(&format!("validating epoch {}", state.epoch + 1));
         let inference = model.valid();
         let table = data.normalization.table();
-        let report = evaluate(&inference, &data.valid, &table, &data.info.class_names, 1000, device);
+        let report = evaluate(
+            &inference,
+            &data.valid,
+            &table,
+            &data.info.class_names,
+            1000,
+            device,
+        );
         let items = state.epoch_items.max(1) as f64;
         let record = EpochRecord {
             epoch: state.epoch + 1,
@@ -322,7 +366,12 @@ fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observ
                 tracking::weight_histograms(&mut events, &inference, s)?;
             }
             if config.logging.error_images
-                && let Some((pixels, h, w)) = tracking::image_grid(&data.valid, &report.misclassified(&data.valid.labels), 4, 8)
+                && let Some((pixels, h, w)) = tracking::image_grid(
+                    &data.valid,
+                    &report.misclassified(&data.valid.labels),
+                    4,
+                    8,
+                )
             {
                 events.gray_image("valid/misclassified", &pixels, h, w, s)?;
             }
@@ -330,9 +379,13 @@ fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observ
         })()
         .map_err(io(events.path()))?;
         tracing::info!(
-            epoch = record.epoch, train_loss = record.train_loss, train_accuracy = record.train_accuracy,
-            valid_loss = record.valid_loss, valid_accuracy = record.valid_accuracy,
-            samples_per_sec = record.samples_per_sec, "epoch finished"
+            epoch = record.epoch,
+            train_loss = record.train_loss,
+            train_accuracy = record.train_accuracy,
+            valid_loss = record.valid_loss,
+            valid_accuracy = record.valid_accuracy,
+            samples_per_sec = record.samples_per_sec,
+            "epoch finished"
         );
         observer.epoch(&record);
 
@@ -350,7 +403,14 @@ fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observ
         if improved {
             state.best = Some((value, record.epoch));
             state.epochs_without_improvement = 0;
-            save_artifact(&run.path.join("artifacts/best"), run, &data, &inference, &state, &record)?;
+            save_artifact(
+                &run.path.join("artifacts/best"),
+                run,
+                &data,
+                &inference,
+                &state,
+                &record,
+            )?;
         } else {
             state.epochs_without_improvement += 1;
         }
@@ -364,7 +424,9 @@ fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observ
         run.save_record()?;
         let patience = config.training.early_stopping_patience;
         if patience > 0 && state.epochs_without_improvement >= patience && state.epoch < epochs {
-            observer.message(&format!("early stopping: no improvement for {patience} epochs"));
+            observer.message(&format!(
+                "early stopping: no improvement for {patience} epochs"
+            ));
             outcome = Outcome::EarlyStopped;
             break;
         }
@@ -380,7 +442,12 @@ fn train_inner(run: &mut RunDir, device: &Device, options: &TrainOptions, observ
         events.hparams_end(true).map_err(io(events.path()))?;
     }
     events.flush().map_err(io(events.path()))?;
-    Ok(TrainReport { outcome, global_step: state.global_step, history: state.history, final_artifact })
+    Ok(TrainReport {
+        outcome,
+        global_step: state.global_step,
+        history: state.history,
+        final_artifact,
+    })
 }
 
 /// Loss and accuracy accumulated on the device between logging steps, so ordinary steps never
@@ -414,7 +481,12 @@ impl Interval {
         let correct: u64 = self
             .correct
             .drain(..)
-            .map(|c| c.into_data().iter::<i64>().next().map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+            .map(|c| {
+                c.into_data()
+                    .iter::<i64>()
+                    .next()
+                    .map_or(0, |v| u64::try_from(v).unwrap_or(0))
+            })
             .sum();
         state.epoch_correct += correct;
         state.epoch_items += items as u64;
@@ -436,7 +508,14 @@ fn metrics_of(record: &EpochRecord) -> std::collections::BTreeMap<String, f64> {
     .collect()
 }
 
-fn save_artifact(dir: &Path, run: &RunDir, data: &PreparedData, model: &Model, state: &LoopState, record: &EpochRecord) -> Result<(), TrainError> {
+fn save_artifact(
+    dir: &Path,
+    run: &RunDir,
+    data: &PreparedData,
+    model: &Model,
+    state: &LoopState,
+    record: &EpochRecord,
+) -> Result<(), TrainError> {
     let manifest = Manifest {
         format: artifact::FORMAT.into(),
         format_version: artifact::FORMAT_VERSION,

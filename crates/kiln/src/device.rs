@@ -19,7 +19,9 @@ pub fn parse(name: &str) -> Result<(Device, String)> {
         "vulkan" => vulkan(),
         _ if name == "cuda" || name.starts_with("cuda:") => {
             let index = match name.strip_prefix("cuda:") {
-                Some(i) => i.parse::<usize>().map_err(|_| anyhow::anyhow!("device {name:?}: expected cuda:<index>"))?,
+                Some(i) => i
+                    .parse::<usize>()
+                    .map_err(|_| anyhow::anyhow!("device {name:?}: expected cuda:<index>"))?,
                 None => 0,
             };
             cuda(index)
@@ -39,7 +41,10 @@ fn cpu() -> Result<(Device, String)> {
 
 #[cfg(feature = "wgpu")]
 fn wgpu() -> Result<(Device, String)> {
-    Ok((Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), "wgpu".into()))
+    Ok((
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        "wgpu".into(),
+    ))
 }
 #[cfg(not(feature = "wgpu"))]
 fn wgpu() -> Result<(Device, String)> {
@@ -48,11 +53,16 @@ fn wgpu() -> Result<(Device, String)> {
 
 #[cfg(feature = "vulkan")]
 fn vulkan() -> Result<(Device, String)> {
-    Ok((Device::vulkan(burn::tensor::DeviceKind::DefaultDevice), "vulkan".into()))
+    Ok((
+        Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
+        "vulkan".into(),
+    ))
 }
 #[cfg(not(feature = "vulkan"))]
 fn vulkan() -> Result<(Device, String)> {
-    bail!("this kiln was built without vulkan: rebuild with `cargo build --release --features vulkan`")
+    bail!(
+        "this kiln was built without vulkan: rebuild with `cargo build --release --features vulkan`"
+    )
 }
 
 #[cfg(feature = "cuda")]
@@ -61,5 +71,7 @@ fn cuda(index: usize) -> Result<(Device, String)> {
 }
 #[cfg(not(feature = "cuda"))]
 fn cuda(_index: usize) -> Result<(Device, String)> {
-    bail!("this kiln was built without CUDA: rebuild with `cargo build --release --features cuda` (see README: the CUDA build needs network access for its LLVM bundle)")
+    bail!(
+        "this kiln was built without CUDA: rebuild with `cargo build --release --features cuda` (see README: the CUDA build needs network access for its LLVM bundle)"
+    )
 }

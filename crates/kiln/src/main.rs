@@ -74,7 +74,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             return if e.is_user_input() { 2 } else { 1 };
         }
         if let Some(e) = cause.downcast_ref::<kiln_model::ModelError>() {
-            return if matches!(e, kiln_model::ModelError::Io { .. }) { 1 } else { 2 };
+            return if matches!(e, kiln_model::ModelError::Io { .. }) {
+                1
+            } else {
+                2
+            };
         }
     }
     1

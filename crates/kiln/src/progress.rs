@@ -19,16 +19,24 @@ pub struct Progress {
 impl Progress {
     /// A bar when standard error is a terminal (and `plain` is false), lines otherwise.
     pub fn new(plain: bool) -> Self {
-        Self { bar: None, last_line: Instant::now(), line_every: Duration::from_secs(10), last_loss: None }.with_bar(!plain && std::io::stderr().is_terminal())
+        Self {
+            bar: None,
+            last_line: Instant::now(),
+            line_every: Duration::from_secs(10),
+            last_loss: None,
+        }
+        .with_bar(!plain && std::io::stderr().is_terminal())
     }
 
     fn with_bar(mut self, bar: bool) -> Self {
         if bar {
             let b = ProgressBar::new(0);
             b.set_style(
-                ProgressStyle::with_template("{prefix:>11} [{bar:30.cyan/blue}] {pos}/{len} {msg} ETA {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>11} [{bar:30.cyan/blue}] {pos}/{len} {msg} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             self.bar = Some(b);
         }
@@ -63,7 +71,9 @@ impl Observer for Progress {
         if let (Some(loss), Some(acc)) = (p.loss, p.accuracy) {
             self.last_loss = Some((loss, acc));
         }
-        let loss = self.last_loss.map_or_else(String::new, |(l, a)| format!("loss {l:.4} acc {a:.3} "));
+        let loss = self
+            .last_loss
+            .map_or_else(String::new, |(l, a)| format!("loss {l:.4} acc {a:.3} "));
         match &self.bar {
             Some(b) => {
                 b.set_prefix(format!("epoch {}/{}", p.epoch, p.epochs));

@@ -25,18 +25,30 @@ fn serve(dir: PathBuf, tamper: bool) -> String {
                     break;
                 }
             }
-            let path = request_line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/')
+                .to_string();
             match std::fs::read(dir.join(&path)) {
                 Ok(mut body) => {
                     if tamper {
                         let mid = body.len() / 2;
                         body[mid] ^= 0x01;
                     }
-                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-                    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream
+                        .write_all(head.as_bytes())
+                        .and_then(|()| stream.write_all(&body));
                 }
                 Err(_) => {
-                    let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
                 }
             }
         }
@@ -49,7 +61,13 @@ fn download_verifies_and_loads_fashion_mnist() {
     let dest = tempfile::tempdir().unwrap();
     let url = serve(shared_fashion_dir(), false);
     let mut calls = 0;
-    let dir = fetch(known("fashion-mnist").unwrap(), &FetchSource::Network(vec![url]), dest.path(), &mut |_, _, _| calls += 1).unwrap();
+    let dir = fetch(
+        known("fashion-mnist").unwrap(),
+        &FetchSource::Network(vec![url]),
+        dest.path(),
+        &mut |_, _, _| calls += 1,
+    )
+    .unwrap();
     assert!(calls > 0, "progress is reported");
     let d = kiln_data::load(&dir, DatasetFormat::Idx, 10, [28, 28]).unwrap();
     assert_eq!((d.train.len(), d.test.len()), (60_000, 10_000));
@@ -62,9 +80,21 @@ fn download_verifies_and_loads_fashion_mnist() {
 fn tampered_download_is_refused_and_nothing_is_kept() {
     let dest = tempfile::tempdir().unwrap();
     let url = serve(shared_fashion_dir(), true);
-    let err = fetch(known("fashion-mnist").unwrap(), &FetchSource::Network(vec![url]), dest.path(), &mut |_, _, _| {}).unwrap_err();
+    let err = fetch(
+        known("fashion-mnist").unwrap(),
+        &FetchSource::Network(vec![url]),
+        dest.path(),
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
     // A flipped bit inside deflate data breaks the stream or the content hash.
-    assert!(matches!(err, DataError::ChecksumMismatch { .. } | DataError::Gzip { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DataError::ChecksumMismatch { .. } | DataError::Gzip { .. }
+        ),
+        "{err}"
+    );
     let left: Vec<_> = std::fs::read_dir(dest.path()).unwrap().collect();
     assert!(left.is_empty(), "nothing kept: {left:?}");
 }
@@ -73,9 +103,18 @@ fn tampered_download_is_refused_and_nothing_is_kept() {
 fn unreachable_mirror_is_a_download_error() {
     let dest = tempfile::tempdir().unwrap();
     // A port nothing listens on.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = fetch(known("mnist").unwrap(), &FetchSource::Network(vec![format!("http://127.0.0.1:{port}/")]), dest.path(), &mut |_, _, _| {})
-        .unwrap_err();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = fetch(
+        known("mnist").unwrap(),
+        &FetchSource::Network(vec![format!("http://127.0.0.1:{port}/")]),
+        dest.path(),
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, DataError::Download { .. }), "{err}");
     assert!(!err.is_user_input());
 }
@@ -83,11 +122,28 @@ fn unreachable_mirror_is_a_download_error() {
 #[test]
 fn local_copy_and_unknown_names() {
     let dest = tempfile::tempdir().unwrap();
-    let dir = fetch(known("mnist").unwrap(), &FetchSource::Dir(crate::mnist_dir()), dest.path(), &mut |_, _, _| {}).unwrap();
-    assert_eq!(kiln_data::checksum::verify_dir(&dir).unwrap().unwrap().len(), 4);
+    let dir = fetch(
+        known("mnist").unwrap(),
+        &FetchSource::Dir(crate::mnist_dir()),
+        dest.path(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        kiln_data::checksum::verify_dir(&dir)
+            .unwrap()
+            .unwrap()
+            .len(),
+        4
+    );
     // Fashion-MNIST files are not MNIST: their content hashes differ.
-    let err = fetch(known("mnist").unwrap(), &FetchSource::Dir(shared_fashion_dir()), tempfile::tempdir().unwrap().path(), &mut |_, _, _| {})
-        .unwrap_err();
+    let err = fetch(
+        known("mnist").unwrap(),
+        &FetchSource::Dir(shared_fashion_dir()),
+        tempfile::tempdir().unwrap().path(),
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, DataError::ChecksumMismatch { .. }), "{err}");
     let err = known("cifar").unwrap_err();
     assert!(err.to_string().contains("mnist, fashion-mnist"), "{err}");

@@ -26,7 +26,11 @@ fn png_folders_round_trip_real_digits() {
     // Labels follow sorted class-folder names; every image comes back pixel for pixel.
     for i in 0..d.train.len() {
         let class = &d.info.class_names[usize::from(d.train.labels[i])];
-        assert!(expected.iter().any(|(l, px)| class == &format!("digit-{l}") && px == d.train.image(i)));
+        assert!(
+            expected
+                .iter()
+                .any(|(l, px)| class == &format!("digit-{l}") && px == d.train.image(i))
+        );
     }
 }
 
@@ -39,5 +43,8 @@ fn non_image_bytes_are_named() {
         std::fs::write(dir.join("broken.png"), b"not a png at all").unwrap();
     }
     let err = kiln_data::load(root.path(), DatasetFormat::Folder, 10, [28, 28]).unwrap_err();
-    assert!(matches!(&err, DataError::BadImage { path, .. } if path.ends_with("broken.png")), "{err}");
+    assert!(
+        matches!(&err, DataError::BadImage { path, .. } if path.ends_with("broken.png")),
+        "{err}"
+    );
 }

@@ -14,28 +14,46 @@ fn manifest(architecture: Architecture) -> Manifest {
         version: "v1".into(),
         architecture,
         input_shape: [1, 28, 28],
-        normalization: Normalization { mean: 0.1307, std: 0.3081 },
+        normalization: Normalization {
+            mean: 0.1307,
+            std: 0.3081,
+        },
         class_names: (0..10).map(|c| c.to_string()).collect(),
         weights_file: String::new(),
         weights_sha256: String::new(),
-        lineage: Lineage { dataset: "mnist".into(), ..Default::default() },
+        lineage: Lineage {
+            dataset: "mnist".into(),
+            ..Default::default()
+        },
     }
 }
 
 #[test]
 fn save_and_load_round_trip_bit_for_bit() {
     let device = Device::flex();
-    for arch in [Architecture::Mlp(MlpConfig::default()), Architecture::Cnn(CnnConfig::default())] {
+    for arch in [
+        Architecture::Mlp(MlpConfig::default()),
+        Architecture::Cnn(CnnConfig::default()),
+    ] {
         device.seed(11);
         let model = arch.init([1, 28, 28], 10, &device).valid();
         let dir = tempfile::tempdir().unwrap();
         let written = artifact::save(dir.path(), &model, manifest(arch.clone())).unwrap();
         let loaded = artifact::load(dir.path(), &device).unwrap();
         assert_eq!(loaded.manifest, written);
-        assert_eq!(artifact::weights_bytes(&loaded.model).unwrap(), artifact::weights_bytes(&model).unwrap());
+        assert_eq!(
+            artifact::weights_bytes(&loaded.model).unwrap(),
+            artifact::weights_bytes(&model).unwrap()
+        );
         let (images, _) = mnist_batch(4, &device);
-        let a: Vec<u32> = values(model.forward(images.clone())).iter().map(|v| v.to_bits()).collect();
-        let b: Vec<u32> = values(loaded.model.forward(images)).iter().map(|v| v.to_bits()).collect();
+        let a: Vec<u32> = values(model.forward(images.clone()))
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let b: Vec<u32> = values(loaded.model.forward(images))
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
         assert_eq!(a, b, "{} logits differ after a round trip", arch.kind());
         assert_eq!(loaded.model.num_params(), model.num_params());
     }
@@ -44,19 +62,35 @@ fn save_and_load_round_trip_bit_for_bit() {
 #[test]
 fn resaving_replaces_weights_and_leaves_one_file() {
     let device = Device::flex();
-    let arch = Architecture::Mlp(MlpConfig { hidden: vec![8], dropout: 0.0 });
+    let arch = Architecture::Mlp(MlpConfig {
+        hidden: vec![8],
+        dropout: 0.0,
+    });
     let dir = tempfile::tempdir().unwrap();
     device.seed(1);
-    artifact::save(dir.path(), &arch.init([1, 28, 28], 10, &device), manifest(arch.clone())).unwrap();
+    artifact::save(
+        dir.path(),
+        &arch.init([1, 28, 28], 10, &device),
+        manifest(arch.clone()),
+    )
+    .unwrap();
     device.seed(2);
-    let second = artifact::save(dir.path(), &arch.init([1, 28, 28], 10, &device), manifest(arch.clone())).unwrap();
+    let second = artifact::save(
+        dir.path(),
+        &arch.init([1, 28, 28], 10, &device),
+        manifest(arch.clone()),
+    )
+    .unwrap();
     let weights: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".bpk"))
         .collect();
     assert_eq!(weights.len(), 1);
-    assert_eq!(weights[0].file_name().to_string_lossy(), second.weights_file);
+    assert_eq!(
+        weights[0].file_name().to_string_lossy(),
+        second.weights_file
+    );
 }
 
 #[test]
@@ -64,7 +98,12 @@ fn corrupt_weights_are_refused() {
     let device = Device::flex();
     let arch = Architecture::Mlp(MlpConfig::default());
     let dir = tempfile::tempdir().unwrap();
-    let m = artifact::save(dir.path(), &arch.init([1, 28, 28], 10, &device), manifest(arch)).unwrap();
+    let m = artifact::save(
+        dir.path(),
+        &arch.init([1, 28, 28], 10, &device),
+        manifest(arch),
+    )
+    .unwrap();
     let path = dir.path().join(&m.weights_file);
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
@@ -78,11 +117,20 @@ fn corrupt_weights_are_refused() {
 fn weights_that_do_not_fit_the_manifest_are_refused() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let small = Architecture::Mlp(MlpConfig { hidden: vec![16], dropout: 0.0 });
-    artifact::save(dir.path(), &small.init([1, 28, 28], 10, &device), manifest(small)).unwrap();
+    let small = Architecture::Mlp(MlpConfig {
+        hidden: vec![16],
+        dropout: 0.0,
+    });
+    artifact::save(
+        dir.path(),
+        &small.init([1, 28, 28], 10, &device),
+        manifest(small),
+    )
+    .unwrap();
     // Claim a wider network than the weights hold.
     let path = dir.path().join(MANIFEST);
-    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     json["architecture"]["hidden"] = serde_json::json!([32]);
     std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
     let err = artifact::load(dir.path(), &device).unwrap_err();
@@ -94,17 +142,33 @@ fn invalid_manifests_are_refused_with_the_reason() {
     let device = Device::flex();
     let arch = Architecture::Mlp(MlpConfig::default());
     let dir = tempfile::tempdir().unwrap();
-    artifact::save(dir.path(), &arch.init([1, 28, 28], 10, &device), manifest(arch)).unwrap();
+    artifact::save(
+        dir.path(),
+        &arch.init([1, 28, 28], 10, &device),
+        manifest(arch),
+    )
+    .unwrap();
     let path = dir.path().join(MANIFEST);
     let good = std::fs::read_to_string(&path).unwrap();
     for (from, to, expect) in [
-        ("\"format_version\": 1", "\"format_version\": 9", "format_version 9"),
+        (
+            "\"format_version\": 1",
+            "\"format_version\": 9",
+            "format_version 9",
+        ),
         ("\"std\": 0.3081", "\"std\": 0.0", "normalization"),
-        ("\"name\": \"test\"", "\"name\": \"test\", \"surprise\": 1", "surprise"),
+        (
+            "\"name\": \"test\"",
+            "\"name\": \"test\", \"surprise\": 1",
+            "surprise",
+        ),
     ] {
         std::fs::write(&path, good.replace(from, to)).unwrap();
         let err = artifact::load(dir.path(), &device).unwrap_err();
-        assert!(matches!(err, ModelError::Invalid { .. }) && err.to_string().contains(expect), "{err}");
+        assert!(
+            matches!(err, ModelError::Invalid { .. }) && err.to_string().contains(expect),
+            "{err}"
+        );
     }
     let err = artifact::load(&dir.path().join("nothing-here"), &device).unwrap_err();
     assert!(matches!(err, ModelError::NotFound { .. }), "{err}");

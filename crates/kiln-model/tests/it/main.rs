@@ -14,7 +14,11 @@ pub fn mnist_batch(n: usize, device: &Device) -> (Tensor<4>, Vec<f32>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist");
     let d = kiln_data::load(&dir, DatasetFormat::Idx, 10, [28, 28]).unwrap();
     let set: &ImageSet = &d.test;
-    let table = Normalization { mean: 0.1307, std: 0.3081 }.table();
+    let table = Normalization {
+        mean: 0.1307,
+        std: 0.3081,
+    }
+    .table();
     let mut values = Vec::new();
     for i in 0..n {
         preprocess(set.image(i), &table, &mut values);

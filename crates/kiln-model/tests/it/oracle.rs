@@ -22,8 +22,18 @@ fn linear(l: &Linear) -> (CTensor, CTensor) {
 fn conv(c: &Conv2d) -> (CTensor, CTensor) {
     let w = c.weight.val();
     let dims = w.dims();
-    let w = CTensor::from_vec(values(w), (dims[0], dims[1], dims[2], dims[3]), &CDevice::Cpu).unwrap();
-    let b = CTensor::from_vec(values(c.bias.as_ref().unwrap().val()), dims[0], &CDevice::Cpu).unwrap();
+    let w = CTensor::from_vec(
+        values(w),
+        (dims[0], dims[1], dims[2], dims[3]),
+        &CDevice::Cpu,
+    )
+    .unwrap();
+    let b = CTensor::from_vec(
+        values(c.bias.as_ref().unwrap().val()),
+        dims[0],
+        &CDevice::Cpu,
+    )
+    .unwrap();
     (w, b.reshape((1, dims[0], 1, 1)).unwrap())
 }
 
@@ -33,7 +43,11 @@ fn dense(x: &CTensor, (w, b): &(CTensor, CTensor)) -> CTensor {
 
 fn assert_close(burn: &[f32], candle: &[f32]) {
     assert_eq!(burn.len(), candle.len());
-    let worst = burn.iter().zip(candle).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let worst = burn
+        .iter()
+        .zip(candle)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(worst < 1e-4, "largest logit difference {worst}");
 }
 
@@ -41,8 +55,16 @@ fn assert_close(burn: &[f32], candle: &[f32]) {
 fn mlp_logits_match_candle() {
     let device = Device::flex();
     device.seed(3);
-    let config = MlpConfig { hidden: vec![128, 64], dropout: 0.5 };
-    let Model::Mlp(mlp) = Architecture::Mlp(config).init([1, 28, 28], 10, &device).valid() else { unreachable!() };
+    let config = MlpConfig {
+        hidden: vec![128, 64],
+        dropout: 0.5,
+    };
+    let Model::Mlp(mlp) = Architecture::Mlp(config)
+        .init([1, 28, 28], 10, &device)
+        .valid()
+    else {
+        unreachable!()
+    };
     let (images, raw) = mnist_batch(16, &device);
     let burn_logits = values(mlp.forward(images));
 
@@ -52,25 +74,48 @@ fn mlp_logits_match_candle() {
         x = dense(&x, &linear(layer)).relu().unwrap();
     }
     let logits = dense(&x, &linear(layers[layers.len() - 1]));
-    assert_close(&burn_logits, &logits.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    assert_close(
+        &burn_logits,
+        &logits.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
 }
 
 #[test]
 fn cnn_logits_match_candle() {
     let device = Device::flex();
     device.seed(4);
-    let Model::Cnn(cnn) = Architecture::Cnn(CnnConfig::default()).init([1, 28, 28], 10, &device).valid() else { unreachable!() };
+    let Model::Cnn(cnn) = Architecture::Cnn(CnnConfig::default())
+        .init([1, 28, 28], 10, &device)
+        .valid()
+    else {
+        unreachable!()
+    };
     let (images, raw) = mnist_batch(8, &device);
     let burn_logits = values(cnn.forward(images));
 
     let (conv1, conv2, fc1, fc2) = cnn.parts();
     let x = CTensor::from_vec(raw, (8, 1, 28, 28), &CDevice::Cpu).unwrap();
     let (w1, b1) = conv(conv1);
-    let x = x.conv2d(&w1, 0, 1, 1, 1).unwrap().broadcast_add(&b1).unwrap().relu().unwrap();
+    let x = x
+        .conv2d(&w1, 0, 1, 1, 1)
+        .unwrap()
+        .broadcast_add(&b1)
+        .unwrap()
+        .relu()
+        .unwrap();
     let (w2, b2) = conv(conv2);
-    let x = x.conv2d(&w2, 0, 1, 1, 1).unwrap().broadcast_add(&b2).unwrap().relu().unwrap();
+    let x = x
+        .conv2d(&w2, 0, 1, 1, 1)
+        .unwrap()
+        .broadcast_add(&b2)
+        .unwrap()
+        .relu()
+        .unwrap();
     let x = x.max_pool2d(2).unwrap().flatten_from(1).unwrap();
     let x = dense(&x, &linear(fc1)).relu().unwrap();
     let logits = dense(&x, &linear(fc2));
-    assert_close(&burn_logits, &logits.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    assert_close(
+        &burn_logits,
+        &logits.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
 }

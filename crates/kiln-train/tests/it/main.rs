@@ -17,7 +17,10 @@ pub fn repo() -> PathBuf {
 pub fn smoke_config(root: &Path, extra: &[&str]) -> TrainConfig {
     let mut overrides = vec![
         format!("experiment.root={:?}", root.display().to_string()),
-        format!("data.dir={:?}", repo().join("datasets/mnist").display().to_string()),
+        format!(
+            "data.dir={:?}",
+            repo().join("datasets/mnist").display().to_string()
+        ),
     ];
     overrides.extend(extra.iter().map(ToString::to_string));
     TrainConfig::load(&repo().join("configs/smoke.toml"), &overrides).unwrap()

@@ -13,7 +13,11 @@ fn smoke_run_learns_and_records_everything() {
     assert_eq!(report.history.len(), 2);
     let last = report.history.last().unwrap();
     // 5,000 training images, two epochs: a 32-unit MLP must clear 85 % on 500 unseen test digits.
-    assert!(last.valid_accuracy >= 0.85, "valid accuracy {}", last.valid_accuracy);
+    assert!(
+        last.valid_accuracy >= 0.85,
+        "valid accuracy {}",
+        last.valid_accuracy
+    );
     assert!(report.history[1].train_loss < report.history[0].train_loss);
 
     // Run layout.
@@ -22,9 +26,13 @@ fn smoke_run_learns_and_records_everything() {
             assert!(run.path.join(file).is_file(), "{file}");
         }
     }
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run.path.join("run.json")).unwrap()).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.path.join("run.json")).unwrap()).unwrap();
     assert_eq!(record["status"], "completed");
-    assert!((record["final_metrics"]["valid_accuracy"].as_f64().unwrap() - last.valid_accuracy).abs() < 1e-12);
+    assert!(
+        (record["final_metrics"]["valid_accuracy"].as_f64().unwrap() - last.valid_accuracy).abs()
+            < 1e-12
+    );
 
     // Artifacts carry what serving needs, and reproduce the validation accuracy.
     let device = burn::tensor::Device::flex();
@@ -33,9 +41,24 @@ fn smoke_run_learns_and_records_everything() {
     assert_eq!(art.manifest.lineage.step, report.global_step);
     assert_eq!(art.manifest.lineage.dataset, "mnist");
     let data = kiln_train::data::prepare(&config.data).unwrap();
-    let again = kiln_train::evaluate(&art.model, &data.valid, &art.manifest.normalization.table(), &art.manifest.class_names, 100, &device);
-    assert!((again.accuracy - last.valid_accuracy).abs() < 1e-9, "{} vs {}", again.accuracy, last.valid_accuracy);
-    assert!(artifact::load(&run.path, &device).is_ok(), "a run directory resolves to its best artifact");
+    let again = kiln_train::evaluate(
+        &art.model,
+        &data.valid,
+        &art.manifest.normalization.table(),
+        &art.manifest.class_names,
+        100,
+        &device,
+    );
+    assert!(
+        (again.accuracy - last.valid_accuracy).abs() < 1e-9,
+        "{} vs {}",
+        again.accuracy,
+        last.valid_accuracy
+    );
+    assert!(
+        artifact::load(&run.path, &device).is_ok(),
+        "a run directory resolves to its best artifact"
+    );
 
     // TensorBoard: our own reader (the Python reader runs in CI).
     let files = event_files(&run.path).unwrap();
@@ -46,6 +69,12 @@ fn smoke_run_learns_and_records_everything() {
     assert_eq!(log.scalars("valid/accuracy").len(), 2);
     let tags = log.tags();
     assert!(tags.iter().any(|t| t.starts_with("weights/")), "{tags:?}");
-    assert!(log.points.iter().any(|p| matches!(p.entry, Entry::Image { .. })));
-    assert!(log.points.iter().any(|p| matches!(&p.entry, Entry::HParamsStart(names) if names.contains(&"lr".to_string()))));
+    assert!(
+        log.points
+            .iter()
+            .any(|p| matches!(p.entry, Entry::Image { .. }))
+    );
+    assert!(log.points.iter().any(
+        |p| matches!(&p.entry, Entry::HParamsStart(names) if names.contains(&"lr".to_string()))
+    ));
 }

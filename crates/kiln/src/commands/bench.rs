@@ -46,18 +46,29 @@ enum Which {
 }
 
 pub fn run(args: &BenchArgs) -> Result<u8> {
-    let (device, device_name) = device::parse(&args.device).map_err(|e| UsageError(format!("{e:#}")))?;
+    let (device, device_name) =
+        device::parse(&args.device).map_err(|e| UsageError(format!("{e:#}")))?;
     let dataset = kiln_data::load(&args.data, DatasetFormat::Idx, 10, [28, 28])?;
     let train = Arc::new(dataset.train);
     let table = Normalization::SYMMETRIC.table();
-    println!("kiln bench on {device_name}, batch {}, {} threads", args.batch_size, std::thread::available_parallelism().map_or(1, usize::from));
+    println!(
+        "kiln bench on {device_name}, batch {}, {} threads",
+        args.batch_size,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
 
     for workers in [0, 1] {
-        let loader = Loader::new(Arc::clone(&train), table.clone(), options(args.batch_size, workers));
+        let loader = Loader::new(
+            Arc::clone(&train),
+            table.clone(),
+            options(args.batch_size, workers),
+        );
         let start = Instant::now();
         let items: usize = loader.epoch(0, 0).map(|b| b.len()).sum();
         let rate = items as f64 / start.elapsed().as_secs_f64();
-        println!("data pipeline ({workers} workers): {rate:>12.0} samples/s (one shuffled epoch, host batches)");
+        println!(
+            "data pipeline ({workers} workers): {rate:>12.0} samples/s (one shuffled epoch, host batches)"
+        );
     }
 
     let models: Vec<(&str, Architecture)> = [
@@ -68,7 +79,11 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
     .filter(|(name, _)| args.model == Which::All || (args.model == Which::Mlp) == (*name == "mlp"))
     .collect();
     for (name, arch) in models {
-        let loader = Loader::new(Arc::clone(&train), table.clone(), options(args.batch_size, 1));
+        let loader = Loader::new(
+            Arc::clone(&train),
+            table.clone(),
+            options(args.batch_size, 1),
+        );
         let rate = bench_training(&arch, &loader, &device, args.seconds);
         println!("train {name} (Adam):          {rate:>12.0} samples/s");
         let (latency_ms, throughput) = bench_inference(&arch, &loader, &device);
@@ -79,13 +94,19 @@ pub fn run(args: &BenchArgs) -> Result<u8> {
 }
 
 fn options(batch_size: usize, workers: usize) -> LoaderOptions {
-    LoaderOptions { batch_size, shuffle: true, seed: 1, workers, max_shift: 0 }
+    LoaderOptions {
+        batch_size,
+        shuffle: true,
+        seed: 1,
+        workers,
+        max_shift: 0,
+    }
 }
 
 fn bench_training(arch: &Architecture, loader: &Loader, device: &Device, seconds: f64) -> f64 {
     let device_ad = device.clone().autodiff();
     device_ad.seed(1);
-    let mut model = arch.init([1, 28, 28], 10, &device_ad);
+    let mut model = arch.init([1, 28, 28], 10, &device_ad).materialize();
     let mut optim = optimizer::build(&OptimizerConfig::default(), 0.0);
     let loss_fn = CrossEntropyLossConfig::new().init(&device_ad);
     let mut batches = loader.epoch(0, 0).cycle_epochs(loader);
@@ -114,8 +135,13 @@ fn bench_training(arch: &Architecture, loader: &Loader, device: &Device, seconds
 fn bench_inference(arch: &Architecture, loader: &Loader, device: &Device) -> (f64, f64) {
     device.seed(1);
     let model = arch.init([1, 28, 28], 10, device).valid();
-    let batch = loader.epoch(0, 0).next().unwrap_or_else(|| empty_batch());
-    let one = HostBatch { images: batch.images[..784].to_vec(), labels: vec![batch.labels[0]], items: vec![0], ..batch.clone() };
+    let batch = loader.epoch(0, 0).next().unwrap_or_else(empty_batch);
+    let one = HostBatch {
+        images: batch.images[..784].to_vec(),
+        labels: vec![batch.labels[0]],
+        items: vec![0],
+        ..batch.clone()
+    };
     let runs = 200;
     for _ in 0..20 {
         let _ = model.forward(one.images_tensor(device)).into_data();
@@ -126,8 +152,12 @@ fn bench_inference(arch: &Architecture, loader: &Loader, device: &Device) -> (f6
     }
     let latency_ms = start.elapsed().as_secs_f64() * 1e3 / f64::from(runs);
 
-    let big_loader = Loader::new(Arc::new(loader.set().clone()), Normalization::SYMMETRIC.table(), options(256, 0));
-    let big = big_loader.epoch(0, 0).next().unwrap_or_else(|| empty_batch());
+    let big_loader = Loader::new(
+        Arc::new(loader.set().clone()),
+        Normalization::SYMMETRIC.table(),
+        options(256, 0),
+    );
+    let big = big_loader.epoch(0, 0).next().unwrap_or_else(empty_batch);
     let _ = model.forward(big.images_tensor(device)).into_data();
     let start = Instant::now();
     let mut items = 0;
@@ -139,7 +169,14 @@ fn bench_inference(arch: &Architecture, loader: &Loader, device: &Device) -> (f6
 }
 
 fn empty_batch() -> HostBatch {
-    HostBatch { index: 0, images: vec![0.0; 784], labels: vec![0], items: vec![0], height: 28, width: 28 }
+    HostBatch {
+        index: 0,
+        images: vec![0.0; 784],
+        labels: vec![0],
+        items: vec![0],
+        height: 28,
+        width: 28,
+    }
 }
 
 /// Endless batches, epoch after epoch.
@@ -155,7 +192,11 @@ trait CycleEpochs<'a> {
 
 impl<'a> CycleEpochs<'a> for kiln_data::loader::EpochBatches {
     fn cycle_epochs(self, loader: &'a Loader) -> Endless<'a> {
-        Endless { loader, epoch: 0, current: self }
+        Endless {
+            loader,
+            epoch: 0,
+            current: self,
+        }
     }
 }
 

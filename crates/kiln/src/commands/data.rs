@@ -34,7 +34,12 @@ pub enum DataCommand {
 
 pub fn run(command: DataCommand) -> Result<u8> {
     match command {
-        DataCommand::Fetch { name, dest, from, mirror } => {
+        DataCommand::Fetch {
+            name,
+            dest,
+            from,
+            mirror,
+        } => {
             let dataset = fetch::known(&name)?;
             let dest = dest.unwrap_or_else(|| PathBuf::from("datasets").join(dataset.name));
             let source = match from {
@@ -46,7 +51,11 @@ pub fn run(command: DataCommand) -> Result<u8> {
                 if last_report.elapsed().as_millis() >= 500 {
                     last_report = std::time::Instant::now();
                     match total {
-                        Some(t) => eprintln!("{file}: {:.1} / {:.1} MB", done as f64 / 1e6, t as f64 / 1e6),
+                        Some(t) => eprintln!(
+                            "{file}: {:.1} / {:.1} MB",
+                            done as f64 / 1e6,
+                            t as f64 / 1e6
+                        ),
                         None => eprintln!("{file}: {:.1} MB", done as f64 / 1e6),
                     }
                 }
@@ -71,17 +80,29 @@ pub fn run(command: DataCommand) -> Result<u8> {
                 && let Ok(known) = fetch::known(&info.name)
             {
                 fetch::verify_content(known, &dir)?;
-                println!("ok  content of {} matches the published {} checksums", dir.display(), known.name);
+                println!(
+                    "ok  content of {} matches the published {} checksums",
+                    dir.display(),
+                    known.name
+                );
                 checked += 1;
             }
             if checked == 0 {
-                bail!(crate::UsageError(format!("{}: nothing to verify (no SHA256SUMS and no known dataset.json)", dir.display())));
+                bail!(crate::UsageError(format!(
+                    "{}: nothing to verify (no SHA256SUMS and no known dataset.json)",
+                    dir.display()
+                )));
             }
             Ok(0)
         }
         DataCommand::List => {
             for d in fetch::KNOWN {
-                println!("{:<14} {} classes  {}", d.name, d.class_names.len(), d.license);
+                println!(
+                    "{:<14} {} classes  {}",
+                    d.name,
+                    d.class_names.len(),
+                    d.license
+                );
             }
             Ok(0)
         }

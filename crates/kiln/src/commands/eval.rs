@@ -46,16 +46,21 @@ enum Format {
 }
 
 pub fn run(args: &EvalArgs) -> Result<u8> {
-    let (device, device_name) = device::parse(&args.device).map_err(|e| UsageError(format!("{e:#}")))?;
+    let (device, device_name) =
+        device::parse(&args.device).map_err(|e| UsageError(format!("{e:#}")))?;
     let artifact = kiln_model::artifact::load(&args.path, &device)?;
     let manifest = &artifact.manifest;
     let (dir, format) = match &args.data {
-        Some(dir) => (dir.clone(), match args.format {
-            Format::Idx => DatasetFormat::Idx,
-            Format::Folder => DatasetFormat::Folder,
-        }),
+        Some(dir) => (
+            dir.clone(),
+            match args.format {
+                Format::Idx => DatasetFormat::Idx,
+                Format::Folder => DatasetFormat::Folder,
+            },
+        ),
         None => {
-            let config_path = PathBuf::from(&manifest.lineage.run_dir).join(kiln_train::run::CONFIG_FILE);
+            let config_path =
+                PathBuf::from(&manifest.lineage.run_dir).join(kiln_train::run::CONFIG_FILE);
             let config = TrainConfig::load(&config_path, &[]).map_err(|_| {
                 UsageError(format!(
                     "cannot find the dataset this model was trained on ({} is not readable): pass --data <dir>",
@@ -81,7 +86,14 @@ pub fn run(args: &EvalArgs) -> Result<u8> {
         ))
         .into());
     }
-    let report = evaluate(&artifact.model, set, &manifest.normalization.table(), &manifest.class_names, args.batch_size.max(1), &device);
+    let report = evaluate(
+        &artifact.model,
+        set,
+        &manifest.normalization.table(),
+        &manifest.class_names,
+        args.batch_size.max(1),
+        &device,
+    );
     if args.json {
         let out = serde_json::json!({
             "model": { "name": manifest.name, "version": manifest.version, "dir": artifact.dir },
@@ -92,8 +104,20 @@ pub fn run(args: &EvalArgs) -> Result<u8> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("model     {} ({}), {}", manifest.name, manifest.version, artifact.dir.display());
-        println!("dataset   {} ({} split)", dir.display(), match args.split { Split::Test => "test", Split::Train => "train" });
+        println!(
+            "model     {} ({}), {}",
+            manifest.name,
+            manifest.version,
+            artifact.dir.display()
+        );
+        println!(
+            "dataset   {} ({} split)",
+            dir.display(),
+            match args.split {
+                Split::Test => "test",
+                Split::Train => "train",
+            }
+        );
         print!("{}", report.table());
     }
     Ok(0)

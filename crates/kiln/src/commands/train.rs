@@ -46,7 +46,10 @@ pub fn run(args: TrainArgs) -> Result<u8> {
     let mut run = if let Some(dir) = &args.resume {
         RunDir::open(dir, argv)?
     } else {
-        let config_path = args.config.as_ref().ok_or_else(|| UsageError("--config is required".into()))?;
+        let config_path = args
+            .config
+            .as_ref()
+            .ok_or_else(|| UsageError("--config is required".into()))?;
         let mut overrides = args.set.clone();
         if let Some(name) = &args.name {
             overrides.push(format!("experiment.name={}", toml_string(name)));
@@ -59,11 +62,16 @@ pub fn run(args: TrainArgs) -> Result<u8> {
             print!("{}", config.to_toml()?);
             return Ok(0);
         }
-        let (_, device_name) = device::parse(&config.experiment.device).map_err(|e| UsageError(format!("{e:#}")))?;
+        let (_, device_name) =
+            device::parse(&config.experiment.device).map_err(|e| UsageError(format!("{e:#}")))?;
         RunDir::create(&config, argv, &device_name)?
     };
-    let device_spec = args.device.clone().unwrap_or_else(|| run.config.experiment.device.clone());
-    let (device, device_name) = device::parse(&device_spec).map_err(|e| UsageError(format!("{e:#}")))?;
+    let device_spec = args
+        .device
+        .clone()
+        .unwrap_or_else(|| run.config.experiment.device.clone());
+    let (device, device_name) =
+        device::parse(&device_spec).map_err(|e| UsageError(format!("{e:#}")))?;
     run.record.device = device_name;
     init_logging(&run.path)?;
 
@@ -78,7 +86,12 @@ pub fn run(args: TrainArgs) -> Result<u8> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    let options = TrainOptions { checkpoint: args.checkpoint.clone(), resume: args.resume.is_some(), stop_after_step: args.stop_after_step, stop };
+    let options = TrainOptions {
+        checkpoint: args.checkpoint.clone(),
+        resume: args.resume.is_some(),
+        stop_after_step: args.stop_after_step,
+        stop,
+    };
     let mut progress = Progress::new(args.plain);
     let report = kiln_train::train(&mut run, &device, &options, &mut progress);
     drop(progress);
@@ -114,7 +127,12 @@ fn init_logging(run_dir: &std::path::Path) -> Result<()> {
         .append(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_writer(std::sync::Mutex::new(file)).with_ansi(false).with_env_filter(filter).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init();
     Ok(())
 }
