@@ -502,6 +502,7 @@ fn metrics_of(record: &EpochRecord) -> std::collections::BTreeMap<String, f64> {
         ("valid_loss", record.valid_loss),
         ("valid_accuracy", record.valid_accuracy),
         ("samples_per_sec", record.samples_per_sec),
+        ("epoch_seconds", record.seconds),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
