@@ -26,6 +26,18 @@ pub fn smoke_config(root: &Path, extra: &[&str]) -> TrainConfig {
     TrainConfig::load(&repo().join("configs/smoke.toml"), &overrides).unwrap()
 }
 
+/// burn's flex backend keeps one random generator per process, so two trainings running at
+/// once in this test binary would draw from each other's dropout streams. Tests that train
+/// hold this lock (kiln itself trains one model per process).
+pub static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`TRAINING`], even after another test panicked while holding it.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    TRAINING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub fn run_new(config: &TrainConfig, options: &TrainOptions) -> (RunDir, TrainReport) {
     let mut run = RunDir::create(config, vec!["test".into()], "cpu").unwrap();
     let report = train(&mut run, &Device::flex(), options, &mut Silent).unwrap();

@@ -18,6 +18,7 @@ fn final_weights(run: &RunDir) -> Vec<(String, Vec<u32>)> {
 
 #[test]
 fn resume_after_step_k_is_bit_identical_to_an_uninterrupted_run() {
+    let _guard = crate::exclusive();
     let root = tempfile::tempdir().unwrap();
     // Dropout on, so the per-step random streams are exercised too.
     let config = smoke_config(root.path(), &["model.dropout=0.2", "data.augment_shift=1"]);
@@ -81,6 +82,7 @@ fn resume_after_step_k_is_bit_identical_to_an_uninterrupted_run() {
 
 #[test]
 fn a_corrupt_newest_checkpoint_is_refused_and_earlier_ones_are_left_alone() {
+    let _guard = crate::exclusive();
     let root = tempfile::tempdir().unwrap();
     let config = smoke_config(root.path(), &[]);
     let (run, _) = run_new(

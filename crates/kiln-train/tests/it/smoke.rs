@@ -6,6 +6,7 @@ use crate::{run_new, smoke_config};
 
 #[test]
 fn smoke_run_learns_and_records_everything() {
+    let _guard = crate::exclusive();
     let root = tempfile::tempdir().unwrap();
     let config = smoke_config(root.path(), &[]);
     let (run, report) = run_new(&config, &TrainOptions::default());
