@@ -145,7 +145,7 @@ pub fn save(
     }
     std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
     sync_dir(&root).map_err(|e| TrainError::io(&root, e))?;
-    prune(&root, keep.max(1));
+    prune(run_dir, keep.max(1));
     Ok(final_dir)
 }
 

@@ -1,8 +1,8 @@
 //! Evaluation of a model on a labelled split: loss, accuracy, per-class accuracy and the
 //! confusion matrix.
 
-use burn::tensor::Device;
-use kiln_data::{ImageSet, Loader, LoaderOptions, PixelTable};
+use burn::tensor::{Device, Tensor, TensorData};
+use kiln_data::{ImageSet, PixelTable, preprocess};
 use kiln_model::Model;
 use serde::Serialize;
 
@@ -91,27 +91,24 @@ pub fn evaluate(
     device: &Device,
 ) -> EvalReport {
     let classes = class_names.len();
-    let loader = Loader::new(
-        std::sync::Arc::new(set.clone()),
-        table.clone(),
-        LoaderOptions {
-            batch_size,
-            shuffle: false,
-            seed: 0,
-            workers: 1,
-            max_shift: 0,
-        },
-    );
     let mut confusion = vec![vec![0u64; classes]; classes];
     let mut predictions = Vec::with_capacity(set.len());
     let mut loss_sum = 0.0;
-    for batch in loader.epoch(0, 0) {
-        let logits = model.forward(batch.images_tensor(device));
+    let mut images = Vec::with_capacity(batch_size * set.image_len());
+    for start in (0..set.len()).step_by(batch_size.max(1)) {
+        let end = (start + batch_size.max(1)).min(set.len());
+        images.clear();
+        for i in start..end {
+            preprocess(set.image(i), table, &mut images);
+        }
+        let data = TensorData::new(images.clone(), [end - start, 1, set.height, set.width]);
+        let logits = model.forward(Tensor::from_data(data, device));
         let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
-        for (row, &label) in values.chunks_exact(classes).zip(&batch.labels) {
-            let (predicted, row_loss) = softmax_loss(row, usize::try_from(label).unwrap_or(0));
+        for (row, &label) in values.chunks_exact(classes).zip(&set.labels[start..end]) {
+            let label = usize::from(label);
+            let (predicted, row_loss) = softmax_loss(row, label);
             loss_sum += row_loss;
-            confusion[usize::try_from(label).unwrap_or(0)][predicted] += 1;
+            confusion[label][predicted] += 1;
             predictions.push(u8::try_from(predicted).unwrap_or(u8::MAX));
         }
     }

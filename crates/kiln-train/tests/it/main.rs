@@ -43,3 +43,21 @@ pub fn run_new(config: &TrainConfig, options: &TrainOptions) -> (RunDir, TrainRe
     let report = train(&mut run, &Device::flex(), options, &mut Silent).unwrap();
     (run, report)
 }
+
+/// Reopens the run in `dir` and trains it on with `options` (resume or an explicit checkpoint).
+pub fn continue_run(
+    dir: &Path,
+    options: &TrainOptions,
+) -> (RunDir, Result<TrainReport, kiln_train::TrainError>) {
+    let mut run = RunDir::open(dir, vec!["resume".into()]).unwrap();
+    let result = train(&mut run, &Device::flex(), options, &mut Silent);
+    (run, result)
+}
+
+/// Options that resume from the newest checkpoint.
+pub fn resume_newest() -> TrainOptions {
+    TrainOptions {
+        resume: true,
+        ..Default::default()
+    }
+}

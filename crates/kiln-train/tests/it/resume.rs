@@ -1,8 +1,8 @@
 use kiln_model::artifact;
 use kiln_tensorboard::{event_files, read_events};
-use kiln_train::{Outcome, RunDir, Silent, TrainError, TrainOptions, checkpoint, train};
+use kiln_train::{Outcome, RunDir, TrainError, TrainOptions, checkpoint};
 
-use crate::{run_new, smoke_config};
+use crate::{continue_run, resume_newest, run_new, smoke_config};
 
 /// The final weights' values as bits (burnpack bytes also hold per-run parameter ids).
 fn final_weights(run: &RunDir) -> Vec<(String, Vec<u32>)> {
@@ -38,17 +38,8 @@ fn resume_after_step_k_is_bit_identical_to_an_uninterrupted_run() {
         (stopped.outcome, stopped.global_step),
         (Outcome::Stopped, k)
     );
-    let mut reopened = RunDir::open(&run.path, vec!["resume".into()]).unwrap();
-    let resumed = train(
-        &mut reopened,
-        &burn::tensor::Device::flex(),
-        &TrainOptions {
-            resume: true,
-            ..Default::default()
-        },
-        &mut Silent,
-    )
-    .unwrap();
+    let (reopened, resumed) = continue_run(&run.path, &resume_newest());
+    let resumed = resumed.unwrap();
     run = reopened;
     assert_eq!(resumed.outcome, Outcome::Completed);
     assert_eq!(resumed.global_step, full.global_step);
@@ -120,17 +111,7 @@ fn a_corrupt_newest_checkpoint_is_refused_and_earlier_ones_are_left_alone() {
     bytes[mid] ^= 0x10;
     std::fs::write(&model, bytes).unwrap();
 
-    let mut reopened = RunDir::open(&run.path, vec!["resume".into()]).unwrap();
-    let err = train(
-        &mut reopened,
-        &burn::tensor::Device::flex(),
-        &TrainOptions {
-            resume: true,
-            ..Default::default()
-        },
-        &mut Silent,
-    )
-    .unwrap_err();
+    let err = continue_run(&run.path, &resume_newest()).1.unwrap_err();
     let message = err.to_string();
     assert!(
         matches!(err, TrainError::Checkpoint { .. }) && err.is_user_input(),
@@ -149,17 +130,10 @@ fn a_corrupt_newest_checkpoint_is_refused_and_earlier_ones_are_left_alone() {
     assert_eq!(earlier, after, "earlier checkpoints must be untouched");
 
     // Resuming explicitly from the earlier checkpoint works.
-    let mut reopened = RunDir::open(&run.path, vec!["resume".into()]).unwrap();
     let options = TrainOptions {
         checkpoint: Some(checkpoints[checkpoints.len() - 2].clone()),
         ..Default::default()
     };
-    let report = train(
-        &mut reopened,
-        &burn::tensor::Device::flex(),
-        &options,
-        &mut Silent,
-    )
-    .unwrap();
+    let report = continue_run(&run.path, &options).1.unwrap();
     assert_eq!(report.outcome, Outcome::Completed);
 }
