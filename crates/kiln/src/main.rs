@@ -27,6 +27,8 @@ enum Command {
     Data(commands::data::DataCommand),
     /// Measure training and inference throughput on this machine.
     Bench(commands::bench::BenchArgs),
+    /// Serve a trained model over HTTP: /predict and the KServe v2 protocol.
+    Serve(commands::serve::ServeArgs),
 }
 
 /// An error in how kiln was invoked (exit code 2).
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(&args),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(args) => commands::bench::run(&args),
+        Command::Serve(args) => commands::serve::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -71,6 +74,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             return if e.is_user_input() { 2 } else { 1 };
         }
         if let Some(e) = cause.downcast_ref::<kiln_data::DataError>() {
+            return if e.is_user_input() { 2 } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<kiln_serve::ServeError>() {
             return if e.is_user_input() { 2 } else { 1 };
         }
         if let Some(e) = cause.downcast_ref::<kiln_model::ModelError>() {

@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod serve;
 pub mod train;

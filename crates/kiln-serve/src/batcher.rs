@@ -1,0 +1,248 @@
+//! Dynamic batching: requests queue here and inference worker threads (never the async
+//! executor) coalesce them into one forward pass.
+//!
+//! A job carries the model it was admitted under, so a reload never mixes models in a batch
+//! and a request that started on the old model finishes on it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::config::BatchingConfig;
+use crate::metrics::Metrics;
+use crate::model::{LoadedModel, PIXELS};
+
+/// Why a job got no probabilities.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The queue is full.
+    #[error("the inference queue is full")]
+    QueueFull,
+    /// The deadline passed before a worker reached the job.
+    #[error("the request's deadline passed while it waited for inference")]
+    DeadlineExceeded,
+    /// The forward pass failed (a bug; logged).
+    #[error("inference failed: {0}")]
+    Failed(String),
+    /// The workers have stopped.
+    #[error("the server is shutting down")]
+    Closed,
+}
+
+/// Probabilities for a job's images, `n * classes` values, and the batch it ran in.
+#[derive(Debug)]
+pub struct BatchOutput {
+    /// `n * classes` probabilities, row by row.
+    pub probabilities: Vec<f32>,
+    /// Images in the forward pass this job shared.
+    pub batch_size: usize,
+}
+
+struct Job {
+    model: Arc<LoadedModel>,
+    inputs: Vec<f32>,
+    n: usize,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<BatchOutput, BatchError>>,
+}
+
+/// The queue in front of the inference workers.
+pub struct Batcher {
+    tx: SyncSender<Job>,
+    depth: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("depth", &self.depth.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batcher {
+    /// Starts `config.workers` inference threads. They stop when the batcher is dropped and the
+    /// queue has drained.
+    #[must_use]
+    pub fn start(config: &BatchingConfig, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = sync_channel::<Job>(config.queue_capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let depth = Arc::new(AtomicUsize::new(0));
+        for i in 0..config.workers {
+            let worker = Worker {
+                rx: Arc::clone(&rx),
+                depth: Arc::clone(&depth),
+                metrics: Arc::clone(&metrics),
+                max_batch: config.max_batch_size,
+                max_delay: config.max_delay(),
+                carry: None,
+            };
+            std::thread::Builder::new()
+                .name(format!("kiln-infer-{i}"))
+                .spawn(move || worker.run())
+                .expect("spawn inference worker");
+        }
+        Self { tx, depth, metrics }
+    }
+
+    /// Queues `n` preprocessed images (`n * 784` values) for `model` and waits for their
+    /// probabilities, at most until `deadline`.
+    ///
+    /// # Errors
+    /// [`BatchError::QueueFull`] at once when the queue is full; the others as they happen.
+    pub async fn infer(
+        &self,
+        model: Arc<LoadedModel>,
+        inputs: Vec<f32>,
+        n: usize,
+        deadline: Instant,
+    ) -> Result<BatchOutput, BatchError> {
+        debug_assert_eq!(inputs.len(), n * PIXELS);
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            model,
+            inputs,
+            n,
+            deadline,
+            reply,
+        };
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(BatchError::QueueFull);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(BatchError::Closed);
+            }
+        }
+        self.metrics
+            .set_queue_depth(self.depth.load(Ordering::Relaxed));
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(BatchError::Closed),
+            Err(_) => Err(BatchError::DeadlineExceeded),
+        }
+    }
+
+    /// Jobs waiting for a worker now.
+    #[must_use]
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+}
+
+struct Worker {
+    rx: Arc<Mutex<Receiver<Job>>>,
+    depth: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    max_batch: usize,
+    max_delay: Duration,
+    /// A job taken from the queue that did not fit the last batch (other model, or too big).
+    carry: Option<Job>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while let Some(batch) = self.collect() {
+            self.metrics
+                .set_queue_depth(self.depth.load(Ordering::Relaxed));
+            run_batch(batch, &self.metrics);
+        }
+    }
+
+    fn take(&self, job: Job) -> Job {
+        self.depth.fetch_sub(1, Ordering::Relaxed);
+        job
+    }
+
+    /// Waits for a first job, then gathers more until the batch is full or `max_delay` has
+    /// passed since the first. `None` once the queue is closed and empty.
+    fn collect(&mut self) -> Option<Vec<Job>> {
+        let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let first = match self.carry.take() {
+            Some(job) => job,
+            None => {
+                let job = rx.recv().ok()?;
+                self.take(job)
+            }
+        };
+        let window = Instant::now() + self.max_delay;
+        let mut images = first.n;
+        let mut batch = vec![first];
+        while images < self.max_batch {
+            let left = window.saturating_duration_since(Instant::now());
+            let job = match rx.recv_timeout(left) {
+                Ok(job) => self.take(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            };
+            if !Arc::ptr_eq(&job.model, &batch[0].model) || images + job.n > self.max_batch {
+                self.carry = Some(job);
+                break;
+            }
+            images += job.n;
+            batch.push(job);
+        }
+        drop(rx);
+        Some(batch)
+    }
+}
+
+fn run_batch(batch: Vec<Job>, metrics: &Metrics) {
+    let now = Instant::now();
+    let mut live = Vec::with_capacity(batch.len());
+    for job in batch {
+        if job.reply.is_closed() {
+            continue; // the client gave up; do not spend a forward pass on it
+        }
+        if job.deadline <= now {
+            let _ = job.reply.send(Err(BatchError::DeadlineExceeded));
+            continue;
+        }
+        live.push(job);
+    }
+    if live.is_empty() {
+        return;
+    }
+    let n: usize = live.iter().map(|j| j.n).sum();
+    let model = Arc::clone(&live[0].model);
+    let mut inputs = Vec::with_capacity(n * PIXELS);
+    for job in &mut live {
+        inputs.append(&mut job.inputs);
+    }
+    metrics.observe_batch(n);
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| model.probabilities(inputs, n)));
+    match result {
+        Ok(probabilities) => {
+            let classes = model.classes();
+            let mut offset = 0;
+            for job in live {
+                let end = offset + job.n * classes;
+                let _ = job.reply.send(Ok(BatchOutput {
+                    probabilities: probabilities[offset..end].to_vec(),
+                    batch_size: n,
+                }));
+                offset = end;
+            }
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_else(|| "panic in the forward pass".into());
+            tracing::error!(%message, "inference failed");
+            for job in live {
+                let _ = job.reply.send(Err(BatchError::Failed(message.clone())));
+            }
+        }
+    }
+}

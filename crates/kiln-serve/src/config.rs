@@ -1,0 +1,227 @@
+//! `serve.toml`: the server's settings, as serde structs with defaults.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ServeError;
+
+/// Everything `kiln serve` can be told, beyond the model path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// Dynamic batching.
+    pub batching: BatchingConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Per-client rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Admin routes (`/admin/reload`).
+    pub admin: AdminConfig,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            batching: BatchingConfig::default(),
+            limits: LimitsConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+/// `[batching]`: how concurrent requests are coalesced into one forward pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Most images in one forward pass (1 turns batching off).
+    pub max_batch_size: usize,
+    /// Longest a request waits for others to join its batch, in microseconds.
+    pub max_delay_us: u64,
+    /// Requests that may wait for a worker; beyond this, 503 with `Retry-After`.
+    pub queue_capacity: usize,
+    /// Inference worker threads (each runs whole batches; the backend parallelises inside).
+    pub workers: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 64,
+            max_delay_us: 2000,
+            queue_capacity: 1024,
+            workers: 1,
+        }
+    }
+}
+
+impl BatchingConfig {
+    /// The queue delay as a duration.
+    #[must_use]
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_micros(self.max_delay_us)
+    }
+}
+
+/// `[limits]`: what one request may ask of the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most instances (images) in one request.
+    pub max_instances: usize,
+    /// Largest encoded image side, in pixels, read from the header before decoding.
+    pub max_image_side: u32,
+    /// Largest encoded image area, in pixels.
+    pub max_image_pixels: u64,
+    /// Deadline for a request, from arrival to answer, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; beyond this, 503 with `Retry-After`.
+    pub max_concurrency: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_instances: 256,
+            max_image_side: 4096,
+            max_image_pixels: 16 * 1024 * 1024,
+            request_timeout_ms: 5000,
+            max_concurrency: 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The request deadline as a duration.
+    #[must_use]
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// `[rate_limit]`: token buckets per client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Turn per-client limiting on or off.
+    pub enabled: bool,
+    /// Sustained requests per second per client on the inference routes.
+    pub rate_per_second: f64,
+    /// Requests a client may make at once after being idle.
+    pub burst: u32,
+    /// Sustained requests per second per client on admin routes.
+    pub admin_rate_per_second: f64,
+    /// Admin burst.
+    pub admin_burst: u32,
+    /// Header naming the client (an API key); the peer address is used when it is absent.
+    pub client_header: String,
+    /// Use the first `X-Forwarded-For` address as the client when no key is sent (only behind a
+    /// load balancer that sets it).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rate_per_second: 10_000.0,
+            burst: 20_000,
+            admin_rate_per_second: 0.2,
+            admin_burst: 3,
+            client_header: "x-api-key".into(),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Environment variable holding the admin key; admin routes answer 403 while it is unset.
+    pub key_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            key_env: "KILN_ADMIN_KEY".into(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads a `serve.toml`.
+    ///
+    /// # Errors
+    /// [`ServeError::Config`] naming the file and the bad key or value.
+    pub fn from_file(path: &Path) -> Result<Self, ServeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|e| ServeError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.check().map_err(|message| ServeError::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// What is wrong with these settings, if anything.
+    ///
+    /// # Errors
+    /// A sentence naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        let b = &self.batching;
+        let l = &self.limits;
+        let r = &self.rate_limit;
+        let problems = [
+            (
+                b.max_batch_size == 0,
+                "batching.max_batch_size must be at least 1",
+            ),
+            (
+                b.queue_capacity == 0,
+                "batching.queue_capacity must be at least 1",
+            ),
+            (b.workers == 0, "batching.workers must be at least 1"),
+            (
+                l.max_instances == 0,
+                "limits.max_instances must be at least 1",
+            ),
+            (
+                l.max_concurrency == 0,
+                "limits.max_concurrency must be at least 1",
+            ),
+            (
+                l.request_timeout_ms == 0,
+                "limits.request_timeout_ms must be positive",
+            ),
+            (
+                !(r.rate_per_second > 0.0 && r.admin_rate_per_second > 0.0),
+                "rate_limit rates must be positive",
+            ),
+            (
+                r.burst == 0 || r.admin_burst == 0,
+                "rate_limit bursts must be at least 1",
+            ),
+        ];
+        match problems.iter().find(|(bad, _)| *bad) {
+            Some((_, message)) => Err((*message).to_string()),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Turning what clients send (numbers, PNG or JPEG bytes, base64) into 28x28 `u8` pixels.
+//! Every path ends in `u8` levels, which then go through the same `preprocess()` as training.
+
+use std::io::Cursor;
+
+use base64::Engine as _;
+use image::{ImageFormat, ImageReader, Limits};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::LimitsConfig;
+use crate::error::ApiError;
+use crate::fit::{Invert, fit_digit};
+use crate::model::PIXELS;
+
+/// How numeric pixels are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// `u8` levels when any value is above 1, else `[0, 1]` floats.
+    #[default]
+    Auto,
+    /// Levels 0-255 (integers).
+    U8,
+    /// Floats in `[0, 1]`.
+    Unit,
+}
+
+/// Limits on encoded images, from the server's config.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageLimits {
+    /// Largest side, in pixels.
+    pub max_side: u32,
+    /// Largest area, in pixels.
+    pub max_pixels: u64,
+}
+
+impl From<&LimitsConfig> for ImageLimits {
+    fn from(l: &LimitsConfig) -> Self {
+        Self {
+            max_side: l.max_image_side,
+            max_pixels: l.max_image_pixels,
+        }
+    }
+}
+
+/// Pixels of one image given as numbers: 784 values, flat or nested (`[28][28]`, `[1][28][28]`).
+///
+/// # Errors
+/// 400 for a wrong count, a non-number, NaN, or a value out of range for `scale`.
+pub fn pixels_from_json(value: &Value, scale: Scale) -> Result<Vec<u8>, ApiError> {
+    let mut values = Vec::with_capacity(PIXELS);
+    flatten(value, 0, &mut values)?;
+    pixels_from_numbers(&values, scale)
+}
+
+fn flatten(value: &Value, depth: usize, out: &mut Vec<f64>) -> Result<(), ApiError> {
+    match value {
+        Value::Number(n) => {
+            let v = n
+                .as_f64()
+                .ok_or_else(|| ApiError::bad_request("bad_pixels", "pixel value out of range"))?;
+            out.push(v);
+            Ok(())
+        }
+        Value::Array(items) if depth < 3 => {
+            if out.len() + items.len() > PIXELS {
+                return Err(count_error(out.len() + items.len()));
+            }
+            items.iter().try_for_each(|v| flatten(v, depth + 1, out))
+        }
+        Value::Array(_) => Err(ApiError::bad_request(
+            "bad_pixels",
+            "pixels nest at most three deep ([1][28][28])",
+        )),
+        other => Err(ApiError::bad_request(
+            "bad_pixels",
+            format!("pixels must be numbers, found {}", kind(other)),
+        )),
+    }
+}
+
+fn count_error(found: usize) -> ApiError {
+    ApiError::bad_request(
+        "wrong_pixel_count",
+        format!("an image needs {PIXELS} pixel values (28x28), found {found}"),
+    )
+}
+
+/// Checks and scales 784 numbers to `u8` levels.
+///
+/// # Errors
+/// 400 for a wrong count, NaN or infinity, a negative value, or one out of range for `scale`.
+pub fn pixels_from_numbers(values: &[f64], scale: Scale) -> Result<Vec<u8>, ApiError> {
+    if values.len() != PIXELS {
+        return Err(count_error(values.len()));
+    }
+    if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+        return Err(ApiError::bad_request(
+            "bad_pixels",
+            format!("pixel values must be finite numbers, found {v}"),
+        ));
+    }
+    if let Some(v) = values.iter().find(|&&v| v < 0.0) {
+        return Err(ApiError::bad_request(
+            "bad_pixels",
+            format!("pixel values must not be negative, found {v}"),
+        ));
+    }
+    let max = values.iter().copied().fold(0.0, f64::max);
+    let scale = match scale {
+        Scale::Auto if max > 1.0 => Scale::U8,
+        Scale::Auto => Scale::Unit,
+        s => s,
+    };
+    match scale {
+        Scale::U8 => {
+            if max > 255.0 {
+                return Err(ApiError::bad_request(
+                    "bad_pixels",
+                    format!("u8 pixel values must be 0-255, found {max}"),
+                ));
+            }
+            Ok(values.iter().map(|&v| v.round() as u8).collect())
+        }
+        _ => {
+            if max > 1.0 {
+                return Err(ApiError::bad_request(
+                    "bad_pixels",
+                    format!("unit pixel values must be in [0, 1], found {max}"),
+                ));
+            }
+            Ok(values
+                .iter()
+                .map(|&v| kiln_data::preprocess::unit_to_u8(v as f32))
+                .collect())
+        }
+    }
+}
+
+/// Decodes base64 (standard alphabet, padding optional, a `data:` URL prefix allowed).
+///
+/// # Errors
+/// 400 `bad_base64`.
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, ApiError> {
+    let text = text.trim();
+    let text = match text.strip_prefix("data:") {
+        Some(rest) => rest.split_once(',').map_or(rest, |(_, data)| data),
+        None => text,
+    };
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    engine
+        .decode(text)
+        .map_err(|e| ApiError::bad_request("bad_base64", format!("invalid base64: {e}")))
+}
+
+/// Decodes a PNG or JPEG and fits it to 28x28 (see [`crate::fit`]). The dimensions are read
+/// from the header and checked before any pixel is decoded.
+///
+/// # Errors
+/// 400 `bad_image` for bytes that are not a PNG or JPEG or do not decode; 413 `image_too_large`
+/// for an image over the limits.
+pub fn pixels_from_image(
+    bytes: &[u8],
+    limits: ImageLimits,
+    invert: Invert,
+) -> Result<Vec<u8>, ApiError> {
+    let bad = |m: String| ApiError::bad_request("bad_image", m);
+    let format = image::guess_format(bytes)
+        .ok()
+        .filter(|f| matches!(f, ImageFormat::Png | ImageFormat::Jpeg))
+        .ok_or_else(|| bad("not a PNG or JPEG image".into()))?;
+    let reader = || {
+        let mut r = ImageReader::new(Cursor::new(bytes));
+        r.set_format(format);
+        r
+    };
+    let (w, h) = reader()
+        .into_dimensions()
+        .map_err(|e| bad(format!("cannot read the image header: {e}")))?;
+    if w == 0 || h == 0 {
+        return Err(bad(format!("image is {w}x{h}")));
+    }
+    if w > limits.max_side || h > limits.max_side || u64::from(w) * u64::from(h) > limits.max_pixels
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_large",
+            format!(
+                "image is {w}x{h}; the limit is {} pixels a side and {} pixels in all",
+                limits.max_side, limits.max_pixels
+            ),
+        ));
+    }
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8));
+    let mut r = reader();
+    r.limits(decoder_limits);
+    let image = r
+        .decode()
+        .map_err(|e| bad(format!("cannot decode the image: {e}")))?;
+    Ok(fit_digit(&image.to_luma8(), invert))
+}
+
+/// One `/predict` instance: numbers, a base64 string, or `{"b64": "..."}`.
+///
+/// # Errors
+/// 400 naming what is wrong with the instance.
+pub fn pixels_from_instance(
+    value: &Value,
+    scale: Scale,
+    limits: ImageLimits,
+    invert: Invert,
+) -> Result<Vec<u8>, ApiError> {
+    match value {
+        Value::Array(_) => pixels_from_json(value, scale),
+        Value::String(text) => pixels_from_image(&decode_base64(text)?, limits, invert),
+        Value::Object(map) => match (map.get("b64"), map.len()) {
+            (Some(Value::String(text)), 1) => {
+                pixels_from_image(&decode_base64(text)?, limits, invert)
+            }
+            _ => Err(ApiError::bad_request(
+                "bad_instance",
+                "an object instance must be {\"b64\": \"<base64 PNG or JPEG>\"}",
+            )),
+        },
+        other => Err(ApiError::bad_request(
+            "bad_instance",
+            format!(
+                "an instance is 784 numbers, a base64 image or {{\"b64\": ...}}, found {}",
+                kind(other)
+            ),
+        )),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,28 @@
+//! Serving for kiln: the HTTP server behind `kiln serve` (`/predict`, KServe v2, dynamic
+//! batching, limits, metrics and hot reload).
+//!
+//! Builds on `kiln-model`'s artifact and `kiln-data`'s `preprocess()`; knows nothing of
+//! training. [`app`] gives the axum router (tests drive it with `oneshot`), [`serve`] runs it
+//! on a listener until a shutdown signal.
+
+mod batcher;
+pub mod config;
+mod error;
+pub mod fit;
+pub mod input;
+mod metrics;
+mod middleware;
+mod model;
+pub mod ratelimit;
+mod routes;
+mod server;
+mod state;
+
+pub use batcher::{BatchError, Batcher};
+pub use config::ServeConfig;
+pub use error::{ApiError, ServeError};
+pub use metrics::Metrics;
+pub use model::{INPUT_SHAPE, LoadedModel, ModelSlot, PIXELS};
+pub use routes::app;
+pub use server::{serve, shutdown_signal};
+pub use state::{AppState, ReloadOutcome};

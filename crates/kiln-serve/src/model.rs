@@ -1,0 +1,139 @@
+//! The model being served, and the slot that lets a reload swap it atomically.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use burn::tensor::{Device, Tensor, TensorData, activation::softmax};
+use kiln_data::PixelTable;
+use kiln_model::{Manifest, Model, artifact};
+
+use crate::error::ServeError;
+
+/// The input every served model takes: one 28x28 grey image.
+pub const INPUT_SHAPE: [usize; 3] = [1, 28, 28];
+/// Values per image.
+pub const PIXELS: usize = 28 * 28;
+
+/// A loaded artifact, ready to run.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The artifact's manifest.
+    pub manifest: Manifest,
+    /// The network, in inference mode.
+    pub model: Model,
+    /// The artifact's normalisation as a lookup table, the same `preprocess()` training used.
+    pub table: PixelTable,
+    /// The version clients see: the manifest's version and the weights' checksum prefix, so two
+    /// artifacts of one run never look alike.
+    pub version: String,
+    /// Where it was loaded from.
+    pub dir: PathBuf,
+    /// The device it runs on.
+    pub device: Device,
+}
+
+impl LoadedModel {
+    /// Loads and checks the artifact at `path` (an artifact or run directory).
+    ///
+    /// # Errors
+    /// [`ServeError::Model`] for a missing, corrupt or mismatched artifact, and
+    /// [`ServeError::Unservable`] for one whose input is not a 28x28 grey image.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, ServeError> {
+        let loaded = artifact::load(path, device)?;
+        let manifest = loaded.manifest;
+        if manifest.input_shape != INPUT_SHAPE {
+            return Err(ServeError::Unservable {
+                path: loaded.dir,
+                message: format!(
+                    "input shape {:?}, but kiln serve takes {INPUT_SHAPE:?} (one 28x28 grey image)",
+                    manifest.input_shape
+                ),
+            });
+        }
+        if manifest.class_names.is_empty() {
+            return Err(ServeError::Unservable {
+                path: loaded.dir,
+                message: "the manifest names no classes".into(),
+            });
+        }
+        let version = format!(
+            "{}-{}",
+            manifest.version,
+            &manifest.weights_sha256[..12.min(manifest.weights_sha256.len())]
+        );
+        Ok(Self {
+            table: manifest.normalization.table(),
+            version,
+            model: loaded.model,
+            dir: loaded.dir,
+            device: device.clone(),
+            manifest,
+        })
+    }
+
+    /// The model's name, as clients address it.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// Number of classes.
+    #[must_use]
+    pub fn classes(&self) -> usize {
+        self.manifest.class_names.len()
+    }
+
+    /// Class probabilities for `n` preprocessed images laid out one after another
+    /// (`n * 784` values), as `n * classes` values.
+    ///
+    /// # Panics
+    /// If `inputs.len() != n * 784` (callers build inputs through [`crate::input`]).
+    #[must_use]
+    pub fn probabilities(&self, inputs: Vec<f32>, n: usize) -> Vec<f32> {
+        assert_eq!(inputs.len(), n * PIXELS, "input length");
+        let images = Tensor::<4>::from_data(TensorData::new(inputs, [n, 1, 28, 28]), &self.device);
+        let probs = softmax(self.model.forward(images), 1);
+        probs
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap_or_else(|e| panic!("model output is not f32: {e:?}"))
+    }
+}
+
+/// Holds the model in use. Readers take an `Arc` to it, so a request that started on one model
+/// finishes on it even if a reload swaps in another meanwhile.
+#[derive(Debug)]
+pub struct ModelSlot {
+    current: RwLock<Arc<LoadedModel>>,
+    /// Where to reload from when no path is given.
+    source: PathBuf,
+}
+
+impl ModelSlot {
+    /// A slot holding `model`, reloaded from `source` by default.
+    #[must_use]
+    pub fn new(model: LoadedModel, source: PathBuf) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(model)),
+            source,
+        }
+    }
+
+    /// The model in use now.
+    #[must_use]
+    pub fn get(&self) -> Arc<LoadedModel> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Swaps in `model`, returning the one it replaces.
+    pub fn swap(&self, model: LoadedModel) -> Arc<LoadedModel> {
+        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *guard, Arc::new(model))
+    }
+
+    /// The path given at start, which a reload without a path reads again.
+    #[must_use]
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+}

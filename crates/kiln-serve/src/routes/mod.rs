@@ -1,0 +1,153 @@
+//! The router: every route, and the helpers their handlers share.
+
+mod ops;
+mod predict;
+mod v2;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+
+use crate::batcher::BatchError;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The axum app for `state`: `/predict`, the KServe v2 routes, health, metrics and admin.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/predict", post(predict::predict))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/admin/reload", post(ops::reload))
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{name}", get(v2::model_metadata))
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route("/v2/models/{name}/infer", post(v2::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(v2::model_metadata_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(v2::model_ready_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(v2::infer_version),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::middleware::observe,
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see README (POST /predict, POST /v2/models/<name>/infer)",
+    )
+}
+
+/// Reads a whole body, refusing (413) one over the configured limit before reading it all.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let max = state.config.limits.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over the {max}-byte limit"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        if e.to_string().contains("length limit") {
+            too_large()
+        } else {
+            ApiError::bad_request("bad_body", format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+/// The media type of a request, lower-cased, without parameters.
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// The answer for a job the batcher could not run.
+fn batch_error(state: &AppState, e: &BatchError) -> ApiError {
+    match e {
+        BatchError::QueueFull => {
+            state.metrics.overloaded();
+            ApiError::overloaded("the inference queue is full; retry")
+        }
+        BatchError::DeadlineExceeded => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "deadline_exceeded",
+            "the request was not answered within its deadline; retry",
+        )
+        .retry_after(1),
+        BatchError::Closed => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        )
+        .retry_after(1),
+        BatchError::Failed(m) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "inference_failed",
+            format!("inference failed: {m}"),
+        ),
+    }
+}
+
+/// Index of the largest value.
+fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
+        .0
+}
+
+/// Bodies above this size are parsed on a blocking thread, not the async executor.
+const INLINE_PARSE_LIMIT: usize = 32 * 1024;
+
+/// Runs `parse` inline for small work and on the blocking pool for large.
+async fn parse_off_executor<T: Send + 'static>(
+    heavy: bool,
+    parse: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if heavy {
+        tokio::task::spawn_blocking(parse).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("request parsing failed: {e}"),
+            )
+        })?
+    } else {
+        parse()
+    }
+}

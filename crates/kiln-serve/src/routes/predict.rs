@@ -1,0 +1,180 @@
+//! `POST /predict`: JSON instances (numbers, base64 PNG/JPEG) or one raw PNG/JPEG body.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{INLINE_PARSE_LIMIT, argmax, batch_error, media_type, parse_off_executor, read_body};
+use crate::error::ApiError;
+use crate::fit::Invert;
+use crate::input::{self, ImageLimits, Scale};
+use crate::middleware::{Deadline, RequestId};
+use crate::model::PIXELS;
+use crate::state::AppState;
+
+/// The JSON body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictRequest {
+    /// Images: 784 numbers (flat or nested), a base64 PNG/JPEG, or `{"b64": ...}`.
+    instances: Vec<Value>,
+    /// How numeric pixels are scaled.
+    #[serde(default)]
+    scale: Scale,
+    /// Whether encoded images are inverted before fitting.
+    #[serde(default)]
+    invert: Invert,
+}
+
+/// Query parameters, for raw image bodies.
+#[derive(Debug, Deserialize)]
+pub struct PredictQuery {
+    invert: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Prediction {
+    class: usize,
+    label: String,
+    probabilities: Vec<f32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelRef {
+    name: String,
+    version: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PredictResponse {
+    request_id: String,
+    model: ModelRef,
+    predictions: Vec<Prediction>,
+}
+
+/// `POST /predict`
+pub async fn predict(
+    State(state): State<Arc<AppState>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Extension(Deadline(deadline)): Extension<Deadline>,
+    Query(query): Query<PredictQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PredictResponse>, ApiError> {
+    let media = media_type(&headers);
+    let query_invert = match query.invert.as_deref() {
+        None => None,
+        Some(text) => Some(Invert::parse(text).ok_or_else(|| {
+            ApiError::bad_request("bad_query", "invert must be auto, true or false")
+        })?),
+    };
+    let limits = ImageLimits::from(&state.config.limits);
+    let max_instances = state.config.limits.max_instances;
+    let body = read_body(&state, &headers, body).await?;
+    let images = match media.as_str() {
+        "application/json" => {
+            let heavy = body.len() > INLINE_PARSE_LIMIT;
+            parse_off_executor(heavy, move || {
+                parse_json(&body, limits, max_instances, query_invert)
+            })
+            .await?
+        }
+        "image/png" | "image/jpeg" => {
+            let invert = query_invert.unwrap_or_default();
+            parse_off_executor(true, move || {
+                input::pixels_from_image(&body, limits, invert).map(|p| vec![p])
+            })
+            .await?
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "content type {:?} is not accepted: send application/json, image/png or image/jpeg",
+                    if other.is_empty() { "(none)" } else { other }
+                ),
+            ));
+        }
+    };
+
+    let model = state.slot.get();
+    let n = images.len();
+    let mut inputs = Vec::with_capacity(n * PIXELS);
+    for pixels in &images {
+        kiln_data::preprocess(pixels, &model.table, &mut inputs);
+    }
+    let output = state
+        .batcher
+        .infer(Arc::clone(&model), inputs, n, deadline)
+        .await
+        .map_err(|e| batch_error(&state, &e))?;
+    let classes = model.classes();
+    let predictions = output
+        .probabilities
+        .chunks(classes)
+        .map(|p| {
+            let class = argmax(p);
+            Prediction {
+                class,
+                label: model.manifest.class_names[class].clone(),
+                probabilities: p.to_vec(),
+            }
+        })
+        .collect();
+    Ok(Json(PredictResponse {
+        request_id,
+        model: ModelRef {
+            name: model.name().to_string(),
+            version: model.version.clone(),
+        },
+        predictions,
+    }))
+}
+
+fn parse_json(
+    body: &[u8],
+    limits: ImageLimits,
+    max_instances: usize,
+    query_invert: Option<Invert>,
+) -> Result<Vec<Vec<u8>>, ApiError> {
+    let request: PredictRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_json",
+            format!("malformed request: {e}; expected {{\"instances\": [...]}}"),
+        )
+    })?;
+    if request.instances.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_instances",
+            "instances is empty: send at least one image",
+        ));
+    }
+    if request.instances.len() > max_instances {
+        return Err(ApiError::bad_request(
+            "too_many_instances",
+            format!(
+                "{} instances in one request; the limit is {max_instances}",
+                request.instances.len()
+            ),
+        ));
+    }
+    let invert = query_invert.unwrap_or(request.invert);
+    request
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            input::pixels_from_instance(v, request.scale, limits, invert).map_err(|mut e| {
+                e.message = format!("instance {i}: {}", e.message);
+                e
+            })
+        })
+        .collect()
+}

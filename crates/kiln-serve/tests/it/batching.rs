@@ -1,0 +1,82 @@
+//! Concurrent requests share forward passes, and each still gets its own answer.
+
+use kiln_serve::ServeConfig;
+use kiln_serve::config::BatchingConfig;
+use serde_json::json;
+
+use crate::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_coalesced() {
+    let (_tmp, dir) = mlp_artifact(21);
+    let config = ServeConfig {
+        batching: BatchingConfig {
+            max_batch_size: 64,
+            max_delay_us: 100_000,
+            ..BatchingConfig::default()
+        },
+        ..ServeConfig::default()
+    };
+    let state = state(&dir, config);
+    let digits = mnist_digits(16);
+    let mut tasks = Vec::new();
+    for (pixels, _) in digits.clone() {
+        let state = Arc::clone(&state);
+        tasks.push(tokio::spawn(async move {
+            call(
+                &state,
+                post_json("/predict", &json!({ "instances": [pixels] })),
+            )
+            .await
+        }));
+    }
+    for (task, (pixels, _)) in tasks.into_iter().zip(&digits) {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_close(&answer.probabilities(0), &direct(&dir, pixels));
+    }
+    // 16 single-image requests within the 100 ms window ran in far fewer forward passes.
+    let metrics = call(&state, get("/metrics")).await.text_full();
+    let passes = metric(&metrics, "kiln_batch_size_count");
+    let images = metric(&metrics, "kiln_batch_size_sum");
+    assert_eq!(images, 16.0, "{metrics}");
+    assert!(passes <= 4.0, "16 requests took {passes} forward passes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_batching_off_each_request_is_its_own_pass() {
+    let (_tmp, dir) = mlp_artifact(22);
+    let config = ServeConfig {
+        batching: BatchingConfig {
+            max_batch_size: 1,
+            ..BatchingConfig::default()
+        },
+        ..ServeConfig::default()
+    };
+    let state = state(&dir, config);
+    let mut tasks = Vec::new();
+    for (pixels, _) in mnist_digits(8) {
+        let state = Arc::clone(&state);
+        tasks.push(tokio::spawn(async move {
+            call(
+                &state,
+                post_json("/predict", &json!({ "instances": [pixels] })),
+            )
+            .await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().status, 200);
+    }
+    let metrics = call(&state, get("/metrics")).await.text_full();
+    assert_eq!(metric(&metrics, "kiln_batch_size_count"), 8.0);
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in metrics"))
+        .parse()
+        .unwrap()
+}

@@ -1,0 +1,124 @@
+//! Rate limits (429), a full queue (503) and admin protection.
+
+use kiln_serve::ServeConfig;
+use kiln_serve::config::{BatchingConfig, LimitsConfig, RateLimitConfig};
+use serde_json::json;
+
+use crate::*;
+
+fn digit_request(key: Option<&str>) -> axum::http::Request<axum::body::Body> {
+    let mut request = post_json("/predict", &json!({ "instances": [vec![0; 784]] }));
+    if let Some(key) = key {
+        request
+            .headers_mut()
+            .insert("x-api-key", key.parse().unwrap());
+    }
+    request
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let (_tmp, dir) = mlp_artifact(31);
+    let config = ServeConfig {
+        rate_limit: RateLimitConfig {
+            rate_per_second: 0.5,
+            burst: 3,
+            ..RateLimitConfig::default()
+        },
+        ..ServeConfig::default()
+    };
+    let state = state(&dir, config);
+    for i in 0..3 {
+        let answer = call(&state, digit_request(Some("alice"))).await;
+        assert_eq!(answer.status, 200, "request {i}");
+        assert_eq!(answer.headers["ratelimit-limit"], "3");
+        assert_eq!(
+            answer.headers["ratelimit-remaining"],
+            (2 - i).to_string().as_str()
+        );
+    }
+    let refused = call(&state, digit_request(Some("alice"))).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let retry: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(refused.headers["ratelimit-remaining"], "0");
+    assert!(refused.headers.contains_key("ratelimit-reset"));
+    assert_eq!(refused.json()["error"]["code"], "rate_limited");
+    // Another key has its own bucket; health checks are never limited.
+    assert_eq!(call(&state, digit_request(Some("bob"))).await.status, 200);
+    assert_eq!(call(&state, get("/healthz")).await.status, 200);
+    let metrics = call(&state, get("/metrics")).await.text_full();
+    assert!(metrics.contains("kiln_rate_limited_total 1"), "{metrics}");
+    assert!(metrics.contains("route=\"/predict\",method=\"POST\",status=\"429\"} 1"));
+}
+
+#[tokio::test]
+async fn admin_routes_have_a_stricter_limit_and_need_the_key() {
+    let (_tmp, dir) = mlp_artifact(32);
+    let state = state(&dir, ServeConfig::default());
+    let reload = |key: Option<&str>| {
+        let mut r = post("/admin/reload", "application/json", "");
+        if let Some(k) = key {
+            r.headers_mut()
+                .insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        r
+    };
+    assert_eq!(call(&state, reload(None)).await.status, 401);
+    assert_eq!(call(&state, reload(Some("wrong"))).await.status, 403);
+    // Default admin burst is 3: the two refusals above spent two tokens.
+    assert_eq!(call(&state, reload(Some("secret"))).await.status, 200);
+    let limited = call(&state, reload(Some("secret"))).await;
+    assert_eq!(limited.status, 429);
+    assert!(limited.headers.contains_key("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let (_tmp, dir) = cnn_artifact(33);
+    let config = ServeConfig {
+        batching: BatchingConfig {
+            max_batch_size: 1,
+            queue_capacity: 1,
+            workers: 1,
+            ..BatchingConfig::default()
+        },
+        limits: LimitsConfig {
+            request_timeout_ms: 60_000,
+            ..LimitsConfig::default()
+        },
+        ..ServeConfig::default()
+    };
+    let state = state(&dir, config);
+    // 24 concurrent requests of 64 CNN images each, one forward pass at a time, one waiting.
+    let body = json!({ "instances": vec![vec![0; 784]; 64] });
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        let state = Arc::clone(&state);
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            call(&state, post_json("/predict", &body)).await
+        }));
+    }
+    let (mut ok, mut overloaded) = (0, 0);
+    for task in tasks {
+        let answer = task.await.unwrap();
+        match answer.status.as_u16() {
+            200 => ok += 1,
+            503 => {
+                overloaded += 1;
+                assert_eq!(answer.headers["retry-after"], "1");
+                assert_eq!(answer.json()["error"]["code"], "overloaded");
+            }
+            other => panic!("unexpected {other}: {}", answer.text()),
+        }
+    }
+    assert!(
+        ok >= 1 && overloaded >= 1,
+        "ok {ok}, overloaded {overloaded}"
+    );
+}

@@ -1,0 +1,145 @@
+//! Over a real socket on loopback: concurrent clients, and a graceful shutdown that loses none
+//! of the requests in flight.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kiln_serve::ServeConfig;
+use kiln_serve::config::BatchingConfig;
+use serde_json::json;
+
+use crate::*;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// POSTs JSON and returns the status and body.
+fn post_blocking(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, String), ureq::Error> {
+    let mut response = agent()
+        .post(&format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .send(serde_json::to_vec(body).unwrap())?;
+    let status = response.status().as_u16();
+    Ok((status, response.body_mut().read_to_string()?))
+}
+
+async fn start(
+    state: Arc<kiln_serve::AppState>,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        kiln_serve::serve(listener, state, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, stop, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_over_loopback() {
+    let (_tmp, dir) = mlp_artifact(51);
+    let (addr, stop, server) = start(state(&dir, ServeConfig::default())).await;
+    let digits = mnist_digits(12);
+    let mut clients = Vec::new();
+    for (pixels, _) in digits.clone() {
+        clients.push(tokio::task::spawn_blocking(move || {
+            post_blocking(addr, "/predict", &json!({ "instances": [pixels] })).unwrap()
+        }));
+    }
+    for (client, (pixels, _)) in clients.into_iter().zip(&digits) {
+        let (status, body) = client.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let p: Vec<f32> = v["predictions"][0]["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_close(&p, &direct(&dir, pixels));
+    }
+    // The v2 route over the socket, and the request id echoed back.
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        post_blocking(
+            addr,
+            "/v2/models/mnist-mlp/infer",
+            &json!({ "id": "abc", "inputs": [{ "name": "input", "shape": [1, 784], "datatype": "UINT8", "data": vec![0; 784] }] }),
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"id\":\"abc\""));
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight() {
+    let (_tmp, dir) = mlp_artifact(52);
+    // A 400 ms batching window holds the requests in the server while shutdown begins.
+    let config = ServeConfig {
+        batching: BatchingConfig {
+            max_delay_us: 400_000,
+            max_batch_size: 256,
+            ..BatchingConfig::default()
+        },
+        ..ServeConfig::default()
+    };
+    let state = state(&dir, config);
+    let (addr, stop, server) = start(Arc::clone(&state)).await;
+    let mut clients = Vec::new();
+    for (pixels, _) in mnist_digits(8) {
+        clients.push(tokio::task::spawn_blocking(move || {
+            post_blocking(addr, "/predict", &json!({ "instances": [pixels] }))
+        }));
+    }
+    // Wait until all eight are inside the server, then ask it to stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state.batcher.depth() + in_flight(&state) < 8 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(()).unwrap();
+    for client in clients {
+        let (status, body) = client.await.unwrap().expect("request in flight was lost");
+        assert_eq!(status, 200, "{body}");
+    }
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server stopped")
+        .unwrap();
+    assert!(state.is_draining());
+    // The listener is gone: new connections are refused.
+    let refused = tokio::task::spawn_blocking(move || {
+        post_blocking(addr, "/predict", &json!({ "instances": [vec![0; 784]] }))
+    })
+    .await
+    .unwrap();
+    assert!(refused.is_err(), "a request after shutdown was answered");
+}
+
+fn in_flight(state: &kiln_serve::AppState) -> usize {
+    let text = state.metrics.render("", "");
+    text.lines()
+        .find_map(|l| l.strip_prefix("kiln_in_flight_requests "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
