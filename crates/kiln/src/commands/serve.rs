@@ -1,5 +1,6 @@
 //! `kiln serve`: answer `/predict` and the KServe v2 protocol for a trained model.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -82,6 +83,7 @@ fn init_logging(json: bool) {
         tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter);
     let _ = if json {
         builder.json().try_init()
