@@ -7,6 +7,7 @@
 # Defaults to the newest runs under experiments/mnist-mlp and experiments/mnist-cnn. Needs wrk
 # (apt-get install wrk) and a built kiln (KILN=path, default target/release/kiln or
 # target/debug/kiln). Bounded: DURATION seconds per case (default 8), CONNECTIONS (default 64).
+# DEVICE (default cpu; ndarray is faster for the CNN), MODELS (default "mlp cnn").
 # Rate limiting is off for the benchmark; everything else is the default config.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +16,8 @@ KILN=${KILN:-$( [ -x target/release/kiln ] && echo target/release/kiln || echo t
 DURATION=${DURATION:-8}
 CONNECTIONS=${CONNECTIONS:-64}
 PORT=${PORT:-18181}
+DEVICE=${DEVICE:-cpu}
+MODELS=${MODELS:-mlp cnn}
 newest() { ls -d "experiments/$1"/*/ 2>/dev/null | sort | tail -n 1; }
 MLP=${1:-$(newest mnist-mlp)}
 CNN=${2:-$(newest mnist-cnn)}
@@ -40,13 +43,13 @@ max_delay_us = 2000
 [rate_limit]
 enabled = false
 TOML
-  KILN_LOG=warn "$KILN" serve --model "$1" --config "$work/serve.toml" >"$work/serve.log" 2>&1 &
+  KILN_LOG=warn "$KILN" serve --model "$1" --device "$DEVICE" --config "$work/serve.toml" >"$work/serve.log" 2>&1 &
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && return; sleep 0.1; done
   cat "$work/serve.log" >&2; exit 1
 }
 
 printf '%-4s %-9s %-8s %10s %10s %9s %9s %7s\n' model batching request "req/s" "images/s" "p50 ms" "p99 ms" errors
-for model in mlp cnn; do
+for model in $MODELS; do
   path=$MLP; [ $model = cnn ] && path=$CNN
   for batching in on off; do
     max=64; [ $batching = off ] && max=1
@@ -62,4 +65,4 @@ for model in mlp cnn; do
     kill %1; wait %1 2>/dev/null || true
   done
 done
-echo "kiln: $KILN; $CONNECTIONS connections, ${DURATION}s per case, wrk and the server share $(nproc) cores"
+echo "kiln: $KILN on $DEVICE; $CONNECTIONS connections, ${DURATION}s per case, wrk and the server share $(nproc) cores"

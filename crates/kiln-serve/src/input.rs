@@ -6,12 +6,12 @@ use std::io::Cursor;
 use base64::Engine as _;
 use image::{ImageFormat, ImageReader, Limits};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::fit::{Invert, fit_digit};
 use crate::model::PIXELS;
+use crate::numbers::{Flat, Instance};
 
 /// How numeric pixels are scaled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -44,47 +44,25 @@ impl From<&LimitsConfig> for ImageLimits {
     }
 }
 
-/// Pixels of one image given as numbers: 784 values, flat or nested (`[28][28]`, `[1][28][28]`).
-///
-/// # Errors
-/// 400 for a wrong count, a non-number, NaN, or a value out of range for `scale`.
-pub fn pixels_from_json(value: &Value, scale: Scale) -> Result<Vec<u8>, ApiError> {
-    let mut values = Vec::with_capacity(PIXELS);
-    flatten(value, 0, &mut values)?;
-    pixels_from_numbers(&values, scale)
-}
-
-fn flatten(value: &Value, depth: usize, out: &mut Vec<f64>) -> Result<(), ApiError> {
-    match value {
-        Value::Number(n) => {
-            let v = n
-                .as_f64()
-                .ok_or_else(|| ApiError::bad_request("bad_pixels", "pixel value out of range"))?;
-            out.push(v);
-            Ok(())
-        }
-        Value::Array(items) if depth < 3 => {
-            if out.len() + items.len() > PIXELS {
-                return Err(count_error(out.len() + items.len()));
-            }
-            items.iter().try_for_each(|v| flatten(v, depth + 1, out))
-        }
-        Value::Array(_) => Err(ApiError::bad_request(
-            "bad_pixels",
-            "pixels nest at most three deep ([1][28][28])",
-        )),
-        other => Err(ApiError::bad_request(
-            "bad_pixels",
-            format!("pixels must be numbers, found {}", kind(other)),
-        )),
-    }
-}
-
 fn count_error(found: usize) -> ApiError {
     ApiError::bad_request(
         "wrong_pixel_count",
         format!("an image needs {PIXELS} pixel values (28x28), found {found}"),
     )
+}
+
+/// Pixels of one image given as numbers (flattened while parsing; see [`crate::numbers`]).
+///
+/// # Errors
+/// 400 for a non-number, arrays nested too deep, a wrong count, or a value out of range.
+pub fn pixels_from_flat(flat: &Flat, scale: Scale) -> Result<Vec<u8>, ApiError> {
+    if let Some(problem) = &flat.problem {
+        return Err(ApiError::bad_request("bad_pixels", problem.clone()));
+    }
+    if flat.count != PIXELS {
+        return Err(count_error(flat.count));
+    }
+    pixels_from_numbers(&flat.values, scale)
 }
 
 /// Checks and scales 784 numbers to `u8` levels.
@@ -213,40 +191,14 @@ pub fn pixels_from_image(
 /// # Errors
 /// 400 naming what is wrong with the instance.
 pub fn pixels_from_instance(
-    value: &Value,
+    instance: &Instance,
     scale: Scale,
     limits: ImageLimits,
     invert: Invert,
 ) -> Result<Vec<u8>, ApiError> {
-    match value {
-        Value::Array(_) => pixels_from_json(value, scale),
-        Value::String(text) => pixels_from_image(&decode_base64(text)?, limits, invert),
-        Value::Object(map) => match (map.get("b64"), map.len()) {
-            (Some(Value::String(text)), 1) => {
-                pixels_from_image(&decode_base64(text)?, limits, invert)
-            }
-            _ => Err(ApiError::bad_request(
-                "bad_instance",
-                "an object instance must be {\"b64\": \"<base64 PNG or JPEG>\"}",
-            )),
-        },
-        other => Err(ApiError::bad_request(
-            "bad_instance",
-            format!(
-                "an instance is 784 numbers, a base64 image or {{\"b64\": ...}}, found {}",
-                kind(other)
-            ),
-        )),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+    match instance {
+        Instance::Numbers(flat) => pixels_from_flat(flat, scale),
+        Instance::Image(text) => pixels_from_image(&decode_base64(text)?, limits, invert),
+        Instance::Invalid(message) => Err(ApiError::bad_request("bad_instance", message.clone())),
     }
 }

@@ -13,6 +13,7 @@ pub mod input;
 mod metrics;
 mod middleware;
 mod model;
+mod numbers;
 pub mod ratelimit;
 mod routes;
 mod server;

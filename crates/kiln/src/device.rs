@@ -5,7 +5,8 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 
 /// Device names accepted, for help texts.
-pub const HELP: &str = "cpu (burn's flex backend, the default), wgpu, vulkan, cuda or cuda:N";
+pub const HELP: &str =
+    "cpu (burn's flex backend, the default), ndarray, wgpu, vulkan, cuda or cuda:N";
 
 /// The device for `name`, and its canonical name for records.
 ///
@@ -15,6 +16,7 @@ pub fn parse(name: &str) -> Result<(Device, String)> {
     let name = name.trim().to_ascii_lowercase();
     match name.as_str() {
         "cpu" | "flex" => cpu(),
+        "ndarray" => ndarray(),
         "wgpu" => wgpu(),
         "vulkan" => vulkan(),
         _ if name == "cuda" || name.starts_with("cuda:") => {
@@ -37,6 +39,20 @@ fn cpu() -> Result<(Device, String)> {
 #[cfg(not(feature = "flex"))]
 fn cpu() -> Result<(Device, String)> {
     bail!("this kiln was built without the CPU backend: rebuild with `--features flex`")
+}
+
+#[cfg(feature = "ndarray")]
+fn ndarray() -> Result<(Device, String)> {
+    #[expect(
+        deprecated,
+        reason = "burn 0.22 deprecates NdArray; kept for CPU inference speed"
+    )]
+    let device = Device::ndarray();
+    Ok((device, "ndarray".into()))
+}
+#[cfg(not(feature = "ndarray"))]
+fn ndarray() -> Result<(Device, String)> {
+    bail!("this kiln was built without the ndarray backend: rebuild with `--features ndarray`")
 }
 
 #[cfg(feature = "wgpu")]

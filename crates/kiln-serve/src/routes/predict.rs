@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::{INLINE_PARSE_LIMIT, argmax, batch_error, media_type, parse_off_executor, read_body};
 use crate::error::ApiError;
@@ -16,6 +15,7 @@ use crate::fit::Invert;
 use crate::input::{self, ImageLimits, Scale};
 use crate::middleware::{Deadline, RequestId};
 use crate::model::PIXELS;
+use crate::numbers::Instance;
 use crate::state::AppState;
 
 /// The JSON body.
@@ -23,7 +23,7 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 struct PredictRequest {
     /// Images: 784 numbers (flat or nested), a base64 PNG/JPEG, or `{"b64": ...}`.
-    instances: Vec<Value>,
+    instances: Vec<Instance>,
     /// How numeric pixels are scaled.
     #[serde(default)]
     scale: Scale,

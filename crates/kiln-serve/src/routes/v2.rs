@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::input::{self, Scale};
 use crate::middleware::{Deadline, RequestId};
 use crate::model::{LoadedModel, PIXELS};
+use crate::numbers::Flat;
 use crate::state::AppState;
 
 /// Header that splits a body into its JSON part and its binary tensor data.
@@ -167,7 +168,7 @@ struct InferInput {
     datatype: String,
     #[serde(default)]
     parameters: Map<String, Value>,
-    data: Option<Value>,
+    data: Option<Flat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,21 +242,21 @@ fn parse_request(
     let request: InferRequest = serde_json::from_slice(json_part).map_err(|e| {
         ApiError::bad_request("bad_json", format!("malformed inference request: {e}"))
     })?;
-    let [input] = request.inputs.as_slice() else {
+    let mut inputs = request.inputs;
+    if inputs.len() != 1 {
         return Err(ApiError::bad_request(
             "bad_inputs",
-            format!(
-                "send exactly one input tensor, got {}",
-                request.inputs.len()
-            ),
+            format!("send exactly one input tensor, got {}", inputs.len()),
         ));
-    };
-    let n = batch_of(input, max_instances)?;
-    let values = match (&input.data, input.parameters.get("binary_data_size")) {
+    }
+    let mut input = inputs.remove(0);
+    let n = batch_of(&input, max_instances)?;
+    let values = match (input.data.take(), input.parameters.get("binary_data_size")) {
         (Some(data), None) => {
-            let mut values = Vec::with_capacity(n * PIXELS);
-            flatten(data, 0, n * PIXELS, &mut values)?;
-            values
+            if let Some(problem) = &data.problem {
+                return Err(ApiError::bad_request("bad_pixels", problem.clone()));
+            }
+            data.values
         }
         (None, Some(size)) => {
             let size = size
@@ -391,30 +392,6 @@ fn batch_of(input: &InferInput, max_instances: usize) -> Result<usize, ApiError>
         ));
     }
     Ok(n)
-}
-
-fn flatten(value: &Value, depth: usize, max: usize, out: &mut Vec<f64>) -> Result<(), ApiError> {
-    match value {
-        Value::Number(n) => {
-            out.push(n.as_f64().unwrap_or(f64::NAN));
-            Ok(())
-        }
-        Value::Array(items) if depth < 5 => {
-            if out.len() + items.len() > max {
-                return Err(ApiError::bad_request(
-                    "wrong_pixel_count",
-                    format!("more values than the shape's {max}"),
-                ));
-            }
-            items
-                .iter()
-                .try_for_each(|v| flatten(v, depth + 1, max, out))
-        }
-        _ => Err(ApiError::bad_request(
-            "bad_pixels",
-            "tensor data must be numbers (flat or nested arrays)",
-        )),
-    }
 }
 
 fn from_binary(bytes: &[u8], datatype: &str) -> Result<Vec<f64>, ApiError> {
