@@ -22,6 +22,9 @@ pub struct ServeConfig {
     pub rate_limit: RateLimitConfig,
     /// Admin routes (`/admin/reload`).
     pub admin: AdminConfig,
+    /// On SIGTERM, how long `/readyz` reports 503 while the server still accepts requests, so a
+    /// load balancer stops sending before the listener closes (milliseconds).
+    pub drain_ms: u64,
 }
 
 impl Default for ServeConfig {
@@ -32,6 +35,7 @@ impl Default for ServeConfig {
             limits: LimitsConfig::default(),
             rate_limit: RateLimitConfig::default(),
             admin: AdminConfig::default(),
+            drain_ms: 1000,
         }
     }
 }
@@ -79,7 +83,8 @@ pub struct LimitsConfig {
     pub max_instances: usize,
     /// Largest encoded image side, in pixels, read from the header before decoding.
     pub max_image_side: u32,
-    /// Largest encoded image area, in pixels.
+    /// Most pixels decoded for one request, all its images together (read from the headers
+    /// before decoding).
     pub max_image_pixels: u64,
     /// Deadline for a request, from arrival to answer, in milliseconds.
     pub request_timeout_ms: u64,

@@ -31,7 +31,7 @@ pub enum Scale {
 pub struct ImageLimits {
     /// Largest side, in pixels.
     pub max_side: u32,
-    /// Largest area, in pixels.
+    /// Most pixels decoded for one request, all its images together.
     pub max_pixels: u64,
 }
 
@@ -57,7 +57,7 @@ fn count_error(found: usize) -> ApiError {
 /// 400 for a non-number, arrays nested too deep, a wrong count, or a value out of range.
 pub fn pixels_from_flat(flat: &Flat, scale: Scale) -> Result<Vec<u8>, ApiError> {
     if let Some(problem) = &flat.problem {
-        return Err(ApiError::bad_request("bad_pixels", problem.clone()));
+        return Err(ApiError::bad_request("bad_pixels", *problem));
     }
     if flat.count != PIXELS {
         return Err(count_error(flat.count));
@@ -137,7 +137,8 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// Decodes a PNG or JPEG and fits it to 28x28 (see [`crate::fit`]). The dimensions are read
-/// from the header and checked before any pixel is decoded.
+/// from the header and checked before any pixel is decoded, against the longest side allowed
+/// and against `budget`, the pixels this request may still decode (reduced here).
 ///
 /// # Errors
 /// 400 `bad_image` for bytes that are not a PNG or JPEG or do not decode; 413 `image_too_large`
@@ -146,6 +147,7 @@ pub fn pixels_from_image(
     bytes: &[u8],
     limits: ImageLimits,
     invert: Invert,
+    budget: &mut u64,
 ) -> Result<Vec<u8>, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_image", m);
     let format = image::guess_format(bytes)
@@ -163,17 +165,18 @@ pub fn pixels_from_image(
     if w == 0 || h == 0 {
         return Err(bad(format!("image is {w}x{h}")));
     }
-    if w > limits.max_side || h > limits.max_side || u64::from(w) * u64::from(h) > limits.max_pixels
-    {
+    let area = u64::from(w) * u64::from(h);
+    if w > limits.max_side || h > limits.max_side || area > *budget {
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "image_too_large",
             format!(
-                "image is {w}x{h}; the limit is {} pixels a side and {} pixels in all",
+                "image is {w}x{h}; the limits are {} pixels a side and {} pixels for all the images of one request",
                 limits.max_side, limits.max_pixels
             ),
         ));
     }
+    *budget -= area;
     let mut decoder_limits = Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
     decoder_limits.max_image_height = Some(limits.max_side);
@@ -195,10 +198,11 @@ pub fn pixels_from_instance(
     scale: Scale,
     limits: ImageLimits,
     invert: Invert,
+    budget: &mut u64,
 ) -> Result<Vec<u8>, ApiError> {
     match instance {
         Instance::Numbers(flat) => pixels_from_flat(flat, scale),
-        Instance::Image(text) => pixels_from_image(&decode_base64(text)?, limits, invert),
-        Instance::Invalid(message) => Err(ApiError::bad_request("bad_instance", message.clone())),
+        Instance::Image(text) => pixels_from_image(&decode_base64(text)?, limits, invert, budget),
+        Instance::Invalid(message) => Err(ApiError::bad_request("bad_instance", *message)),
     }
 }

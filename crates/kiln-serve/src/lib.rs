@@ -24,6 +24,6 @@ pub use config::ServeConfig;
 pub use error::{ApiError, ServeError};
 pub use metrics::Metrics;
 pub use model::{INPUT_SHAPE, LoadedModel, ModelSlot, PIXELS};
-pub use routes::app;
+pub use routes::{V2Error, app};
 pub use server::{serve, shutdown_signal};
 pub use state::{AppState, ReloadOutcome};

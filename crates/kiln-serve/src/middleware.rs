@@ -23,6 +23,9 @@ pub struct RequestId(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline(pub Instant);
 
+/// How long past its deadline a request may run before the middleware answers for it.
+const BACKSTOP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 fn new_request_id() -> String {
@@ -58,24 +61,32 @@ fn classify(path: &str) -> Option<LimitClass> {
     }
 }
 
+/// Who is asking, for the rate limiter and the access log: the API key header when sent
+/// (hashed, so keys stay out of logs and memory use per key is fixed), else the rightmost
+/// `X-Forwarded-For` hop when trusted (the one our own load balancer added), else the peer.
 fn client_key(state: &AppState, request: &Request) -> String {
     let r = &state.config.rate_limit;
-    if let Some(key) = request
-        .headers()
-        .get(r.client_header.as_str())
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
+    if !r.client_header.is_empty()
+        && let Some(key) = request
+            .headers()
+            .get(r.client_header.as_str())
+            .map(HeaderValue::as_bytes)
+            .filter(|v| !v.is_empty())
     {
-        return format!("key:{key}");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hasher::write(&mut hasher, key);
+        return format!("key#{:016x}", std::hash::Hasher::finish(&hasher));
     }
     if r.trust_forwarded_for
         && let Some(ip) = request
             .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|v| !v.is_empty())
+            .filter_map(|v| v.parse::<std::net::IpAddr>().ok())
+            .next_back()
     {
         return format!("ip:{ip}");
     }
@@ -83,6 +94,28 @@ fn client_key(state: &AppState, request: &Request) -> String {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "ip:unknown".into(), |c| format!("ip:{}", c.0.ip()))
+}
+
+/// An error made here, in the error shape of the route family (v2 wants a plain string).
+fn error_response(v2: bool, error: ApiError) -> Response {
+    if v2 {
+        crate::routes::V2Error::from(error).into_response()
+    } else {
+        error.into_response()
+    }
+}
+
+/// Methods as metric labels: a fixed set, so clients cannot mint new series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
 }
 
 fn rate_headers(response: &mut Response, d: &Decision) {
@@ -104,10 +137,11 @@ pub async fn observe(
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_string();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let id = request_id(request.headers());
     let client = client_key(&state, &request);
     let class = classify(request.uri().path());
+    let v2 = request.uri().path().starts_with("/v2");
     request.extensions_mut().insert(RequestId(id.clone()));
     let deadline = start + state.config.limits.request_timeout();
     request.extensions_mut().insert(Deadline(deadline));
@@ -119,7 +153,7 @@ pub async fn observe(
     let mut response = match decision {
         Some(d) if !d.allowed => {
             state.metrics.rate_limited();
-            ApiError::new(
+            let error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!(
@@ -127,8 +161,8 @@ pub async fn observe(
                     d.retry_after_seconds
                 ),
             )
-            .retry_after(d.retry_after_seconds)
-            .into_response()
+            .retry_after(d.retry_after_seconds);
+            error_response(v2, error)
         }
         _ => {
             let permit = match class {
@@ -137,20 +171,33 @@ pub async fn observe(
             };
             if class.is_some() && permit.is_none() {
                 state.metrics.overloaded();
-                ApiError::overloaded("the server is handling as many requests as it may; retry")
-                    .into_response()
+                error_response(
+                    v2,
+                    ApiError::overloaded(
+                        "the server is handling as many requests as it may; retry",
+                    ),
+                )
             } else {
                 let _in_flight = InFlight::new(&state);
-                let wait = deadline.saturating_duration_since(Instant::now());
-                let response = match tokio::time::timeout(wait, next.run(request)).await {
-                    Ok(response) => response,
-                    Err(_) => ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "deadline_exceeded",
-                        "the request was not answered within its deadline; retry",
-                    )
-                    .retry_after(1)
-                    .into_response(),
+                // Handlers enforce the deadline themselves (408 for a slow body, 503 for a late
+                // answer); this backstop, a little later, catches anything that does not.
+                // Admin work (a reload) is not cut off half way.
+                let response = if class == Some(LimitClass::Admin) {
+                    next.run(request).await
+                } else {
+                    let wait = deadline.saturating_duration_since(Instant::now()) + BACKSTOP_GRACE;
+                    match tokio::time::timeout(wait, next.run(request)).await {
+                        Ok(response) => response,
+                        Err(_) => error_response(
+                            v2,
+                            ApiError::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "deadline_exceeded",
+                                "the request was not answered within its deadline; retry",
+                            )
+                            .retry_after(1),
+                        ),
+                    }
                 };
                 drop(permit);
                 response
@@ -167,7 +214,7 @@ pub async fn observe(
     let seconds = start.elapsed().as_secs_f64();
     state
         .metrics
-        .observe_request(method.as_str(), &route, status, seconds);
+        .observe_request(method, &route, status, seconds);
     tracing::info!(
         target: "kiln::access",
         request_id = %id,

@@ -15,12 +15,13 @@ pub struct Flat {
     pub values: Vec<f64>,
     /// Numbers seen, including any past the cap.
     pub count: usize,
-    /// What was wrong: a non-number, or arrays nested too deep.
-    pub problem: Option<String>,
+    /// What was wrong: a non-number, or arrays nested too deep. Static, so a body full of bad
+    /// elements costs no allocation per element.
+    pub problem: Option<&'static str>,
 }
 
 impl Flat {
-    fn note(&mut self, problem: String) {
+    fn note(&mut self, problem: &'static str) {
         self.problem.get_or_insert(problem);
     }
 
@@ -76,7 +77,7 @@ impl<'de> Visitor<'de> for FlatSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         if self.depth > self.max_depth {
             self.out
-                .note(format!("pixel arrays nest at most {} deep", self.max_depth));
+                .note("pixel arrays nest too deep ([1][28][28] at most for an image)");
             while seq.next_element::<IgnoredAny>()?.is_some() {}
             return Ok(());
         }
@@ -92,25 +93,22 @@ impl<'de> Visitor<'de> for FlatSeed<'_> {
     }
 
     fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        self.out
-            .note("pixels must be numbers, found a string".into());
+        self.out.note("pixels must be numbers, found a string");
         Ok(())
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        self.out
-            .note("pixels must be numbers, found a boolean".into());
+        self.out.note("pixels must be numbers, found a boolean");
         Ok(())
     }
 
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.out.note("pixels must be numbers, found null".into());
+        self.out.note("pixels must be numbers, found null");
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        self.out
-            .note("pixels must be numbers, found an object".into());
+        self.out.note("pixels must be numbers, found an object");
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(())
     }
@@ -124,7 +122,7 @@ impl<'de> Deserialize<'de> for Flat {
             out: &mut flat,
             depth: 0,
             max_depth: 5,
-            cap: usize::MAX,
+            cap: MAX_INSTANCES * crate::model::PIXELS + 1,
         }
         .deserialize(d)?;
         Ok(flat)
@@ -139,12 +137,43 @@ pub enum Instance {
     /// A base64 PNG or JPEG (bare, `data:` URL, or `{"b64": ...}`).
     Image(String),
     /// Something else; the message says what.
-    Invalid(String),
+    Invalid(&'static str),
 }
 
 struct InstanceVisitor;
 
 const INSTANCE_FORMS: &str = "an instance is 784 numbers, a base64 image or {\"b64\": ...}";
+
+/// Most instances (images) any request may carry, whatever the config says: parsing stops
+/// here, so a body of empty instances cannot make the server allocate without bound.
+pub const MAX_INSTANCES: usize = 4096;
+
+/// `instances`, refused past [`MAX_INSTANCES`] while parsing.
+///
+/// # Errors
+/// The deserializer's error, or one naming the cap.
+pub fn bounded_instances<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Instance>, D::Error> {
+    struct Bounded;
+    impl<'de> Visitor<'de> for Bounded {
+        type Value = Vec<Instance>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of instances")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Instance>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(instance) = seq.next_element::<Instance>()? {
+                if out.len() == MAX_INSTANCES {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_INSTANCES} instances"
+                    )));
+                }
+                out.push(instance);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
+}
 
 impl<'de> Visitor<'de> for InstanceVisitor {
     type Value = Instance;
@@ -155,7 +184,6 @@ impl<'de> Visitor<'de> for InstanceVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Instance, A::Error> {
         let mut flat = Flat::default();
-        flat.values.reserve(crate::model::PIXELS);
         FlatSeed {
             out: &mut flat,
             depth: 1,
@@ -190,38 +218,40 @@ impl<'de> Visitor<'de> for InstanceVisitor {
         }
         Ok(match (image, other) {
             (Some(s), false) => Instance::Image(s),
-            _ => Instance::Invalid(
-                "an object instance must be {\"b64\": \"<base64 PNG or JPEG>\"}".into(),
-            ),
+            _ => {
+                Instance::Invalid("an object instance must be {\"b64\": \"<base64 PNG or JPEG>\"}")
+            }
         })
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Instance, E> {
-        Ok(Instance::Invalid(format!(
-            "{INSTANCE_FORMS}, found a boolean"
-        )))
+        Ok(Instance::Invalid(
+            "an instance is 784 numbers, a base64 image or {\"b64\": ...}, found a boolean",
+        ))
     }
 
     fn visit_u64<E>(self, _: u64) -> Result<Instance, E> {
-        Ok(Instance::Invalid(format!(
-            "{INSTANCE_FORMS}, found a number"
-        )))
+        Ok(Instance::Invalid(
+            "an instance is 784 numbers, a base64 image or {\"b64\": ...}, found a number",
+        ))
     }
 
     fn visit_i64<E>(self, _: i64) -> Result<Instance, E> {
-        Ok(Instance::Invalid(format!(
-            "{INSTANCE_FORMS}, found a number"
-        )))
+        Ok(Instance::Invalid(
+            "an instance is 784 numbers, a base64 image or {\"b64\": ...}, found a number",
+        ))
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<Instance, E> {
-        Ok(Instance::Invalid(format!(
-            "{INSTANCE_FORMS}, found a number"
-        )))
+        Ok(Instance::Invalid(
+            "an instance is 784 numbers, a base64 image or {\"b64\": ...}, found a number",
+        ))
     }
 
     fn visit_unit<E>(self) -> Result<Instance, E> {
-        Ok(Instance::Invalid(format!("{INSTANCE_FORMS}, found null")))
+        Ok(Instance::Invalid(
+            "an instance is 784 numbers, a base64 image or {\"b64\": ...}, found null",
+        ))
     }
 }
 

@@ -81,6 +81,9 @@ impl TokenBuckets {
         let burst = f64::from(budget.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_BUCKETS {
+            // Drop buckets that have refilled (their clients are idle); if that frees nothing,
+            // many clients are active at once: start everyone afresh rather than grow without
+            // bound (a brief leniency, never a refusal of a well-behaved client).
             buckets.retain(|(c, _), b| {
                 let rate = if *c == LimitClass::Admin {
                     self.admin.rate
@@ -89,6 +92,13 @@ impl TokenBuckets {
                 };
                 b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
             });
+            if buckets.len() >= MAX_BUCKETS / 2 {
+                tracing::warn!(
+                    clients = buckets.len(),
+                    "rate limiter: too many clients tracked; resetting"
+                );
+                buckets.clear();
+            }
         }
         let bucket = buckets
             .entry((class, client.to_string()))

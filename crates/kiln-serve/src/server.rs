@@ -22,6 +22,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let draining = Arc::clone(&state);
+    let drain = std::time::Duration::from_millis(state.config.drain_ms);
     let router = app(state);
     axum::serve(
         listener,
@@ -30,7 +31,12 @@ pub async fn serve(
     .with_graceful_shutdown(async move {
         shutdown.await;
         draining.draining.store(true, Ordering::Relaxed);
-        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        tracing::info!(
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: /readyz now 503"
+        );
+        tokio::time::sleep(drain).await;
+        tracing::info!("no new connections; finishing requests in flight");
     })
     .await?;
     Ok(())
@@ -49,13 +55,16 @@ pub async fn shutdown_signal(state: Arc<AppState>) {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return,
+                _ = &mut ctrl_c => return,
                 _ = term.recv() => return,
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading the model");
-                    let _ = state.reload(None).await;
+                    let state = Arc::clone(&state);
+                    tokio::spawn(async move { let _ = state.reload(None).await; });
                 }
             }
         }

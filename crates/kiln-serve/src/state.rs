@@ -31,6 +31,8 @@ pub struct AppState {
     pub limiter: Arc<dyn RateLimiter>,
     /// Requests handled at once.
     pub concurrency: Arc<Semaphore>,
+    /// Large bodies and images parsed at once, off the executor.
+    pub decode_permits: Semaphore,
     /// The admin key; admin routes are refused while there is none.
     pub admin_key: Option<String>,
     /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending.
@@ -94,6 +96,9 @@ impl AppState {
         Arc::new(Self {
             batcher: Batcher::start(&config.batching, Arc::clone(&metrics)),
             concurrency: Arc::new(Semaphore::new(config.limits.max_concurrency)),
+            decode_permits: Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(1, usize::from),
+            ),
             slot: ModelSlot::new(model, source),
             metrics,
             limiter,

@@ -4,6 +4,8 @@ mod ops;
 mod predict;
 mod v2;
 
+pub use v2::V2Error;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -49,15 +51,22 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let error = ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
         "no such route; see README (POST /predict, POST /v2/models/<name>/infer)",
-    )
+    );
+    if uri.path().starts_with("/v2") {
+        V2Error::from(error).into_response()
+    } else {
+        error.into_response()
+    }
 }
 
-/// Reads a whole body, refusing (413) one over the configured limit before reading it all.
+/// Reads a whole body, refusing (413) one over the configured limit before reading it all, and
+/// (408) one that does not arrive within the request's time.
 async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let max = state.config.limits.max_body_bytes;
     let too_large = || {
@@ -74,13 +83,23 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, max).await.map_err(|e| {
-        if e.to_string().contains("length limit") {
-            too_large()
-        } else {
-            ApiError::bad_request("bad_body", format!("cannot read the request body: {e}"))
-        }
-    })
+    let read = tokio::time::timeout(
+        state.config.limits.request_timeout(),
+        axum::body::to_bytes(body, max),
+    );
+    match read.await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time",
+        )),
+        Ok(Err(e)) if e.to_string().contains("length limit") => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            "bad_body",
+            format!("cannot read the request body: {e}"),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
 }
 
 /// The media type of a request, lower-cased, without parameters.
@@ -100,12 +119,7 @@ fn batch_error(state: &AppState, e: &BatchError) -> ApiError {
             state.metrics.overloaded();
             ApiError::overloaded("the inference queue is full; retry")
         }
-        BatchError::DeadlineExceeded => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "deadline_exceeded",
-            "the request was not answered within its deadline; retry",
-        )
-        .retry_after(1),
+        BatchError::DeadlineExceeded => deadline_passed(),
         BatchError::Closed => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
@@ -134,20 +148,36 @@ fn argmax(values: &[f32]) -> usize {
 /// Bodies above this size are parsed on a blocking thread, not the async executor.
 const INLINE_PARSE_LIMIT: usize = 32 * 1024;
 
-/// Runs `parse` inline for small work and on the blocking pool for large.
+/// Runs `parse` inline for small work, and for large work on the blocking pool, a few at a
+/// time (so a burst of image-heavy requests cannot hold hundreds of decoders in memory).
 async fn parse_off_executor<T: Send + 'static>(
+    state: &AppState,
     heavy: bool,
     parse: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    if heavy {
-        tokio::task::spawn_blocking(parse).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("request parsing failed: {e}"),
-            )
-        })?
-    } else {
-        parse()
+    if !heavy {
+        return parse();
     }
+    let _permit = state
+        .decode_permits
+        .acquire()
+        .await
+        .map_err(|_| ApiError::overloaded("the server is shutting down"))?;
+    tokio::task::spawn_blocking(parse).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("request parsing failed: {e}"),
+        )
+    })?
+}
+
+/// The answer for a request whose deadline passed.
+fn deadline_passed() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "deadline_exceeded",
+        "the request was not answered within its deadline; retry",
+    )
+    .retry_after(1)
 }

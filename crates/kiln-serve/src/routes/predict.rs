@@ -1,6 +1,7 @@
 //! `POST /predict`: JSON instances (numbers, base64 PNG/JPEG) or one raw PNG/JPEG body.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Extension;
 use axum::Json;
@@ -9,13 +10,16 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{INLINE_PARSE_LIMIT, argmax, batch_error, media_type, parse_off_executor, read_body};
+use super::{
+    INLINE_PARSE_LIMIT, argmax, batch_error, deadline_passed, media_type, parse_off_executor,
+    read_body,
+};
 use crate::error::ApiError;
 use crate::fit::Invert;
 use crate::input::{self, ImageLimits, Scale};
 use crate::middleware::{Deadline, RequestId};
 use crate::model::PIXELS;
-use crate::numbers::Instance;
+use crate::numbers::{Instance, bounded_instances};
 use crate::state::AppState;
 
 /// The JSON body.
@@ -23,6 +27,7 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 struct PredictRequest {
     /// Images: 784 numbers (flat or nested), a base64 PNG/JPEG, or `{"b64": ...}`.
+    #[serde(deserialize_with = "bounded_instances")]
     instances: Vec<Instance>,
     /// How numeric pixels are scaled.
     #[serde(default)]
@@ -80,15 +85,23 @@ pub async fn predict(
     let images = match media.as_str() {
         "application/json" => {
             let heavy = body.len() > INLINE_PARSE_LIMIT;
-            parse_off_executor(heavy, move || {
-                parse_json(&body, limits, max_instances, query_invert)
+            let request =
+                parse_off_executor(&state, heavy, move || parse_json(&body, max_instances)).await?;
+            // Images are decoded off the executor, however small the body.
+            let images = request
+                .instances
+                .iter()
+                .any(|i| matches!(i, Instance::Image(_)));
+            parse_off_executor(&state, heavy || images, move || {
+                decode(&request, limits, query_invert, deadline)
             })
             .await?
         }
         "image/png" | "image/jpeg" => {
             let invert = query_invert.unwrap_or_default();
-            parse_off_executor(true, move || {
-                input::pixels_from_image(&body, limits, invert).map(|p| vec![p])
+            parse_off_executor(&state, true, move || {
+                let mut budget = limits.max_pixels;
+                input::pixels_from_image(&body, limits, invert, &mut budget).map(|p| vec![p])
             })
             .await?
         }
@@ -138,12 +151,7 @@ pub async fn predict(
     }))
 }
 
-fn parse_json(
-    body: &[u8],
-    limits: ImageLimits,
-    max_instances: usize,
-    query_invert: Option<Invert>,
-) -> Result<Vec<Vec<u8>>, ApiError> {
+fn parse_json(body: &[u8], max_instances: usize) -> Result<PredictRequest, ApiError> {
     let request: PredictRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
@@ -165,16 +173,31 @@ fn parse_json(
             ),
         ));
     }
+    Ok(request)
+}
+
+/// Pixels of every instance, giving up once the request's deadline has passed.
+fn decode(
+    request: &PredictRequest,
+    limits: ImageLimits,
+    query_invert: Option<Invert>,
+    deadline: Instant,
+) -> Result<Vec<Vec<u8>>, ApiError> {
     let invert = query_invert.unwrap_or(request.invert);
+    let mut budget = limits.max_pixels;
     request
         .instances
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            input::pixels_from_instance(v, request.scale, limits, invert).map_err(|mut e| {
-                e.message = format!("instance {i}: {}", e.message);
-                e
-            })
+        .map(|(i, instance)| {
+            if Instant::now() > deadline {
+                return Err(deadline_passed());
+            }
+            input::pixels_from_instance(instance, request.scale, limits, invert, &mut budget)
+                .map_err(|mut e| {
+                    e.message = format!("instance {i}: {}", e.message);
+                    e
+                })
         })
         .collect()
 }

@@ -254,7 +254,7 @@ fn parse_request(
     let values = match (input.data.take(), input.parameters.get("binary_data_size")) {
         (Some(data), None) => {
             if let Some(problem) = &data.problem {
-                return Err(ApiError::bad_request("bad_pixels", problem.clone()));
+                return Err(ApiError::bad_request("bad_pixels", *problem));
             }
             data.values
         }
@@ -467,7 +467,7 @@ async fn run_infer(
     let body = read_body(&state, &headers, body).await?;
     let max_instances = state.config.limits.max_instances;
     let heavy = body.len() > INLINE_PARSE_LIMIT;
-    let parsed = parse_off_executor(heavy, move || {
+    let parsed = parse_off_executor(&state, heavy, move || {
         parse_request(&body, header_length, max_instances)
     })
     .await?;

@@ -209,3 +209,43 @@ async fn a_50_mb_body_is_refused_with_413() {
     let answer = call(&state, request).await;
     assert_eq!(answer.status, 413, "{}", answer.text());
 }
+
+#[tokio::test]
+async fn a_body_of_empty_instances_is_refused_while_parsing() {
+    let (_tmp, dir) = mlp_artifact(8);
+    let state = state(&dir, ServeConfig::default());
+    // 1.5 million empty instances in 6 MB: parsing stops at 4096, so memory stays bounded.
+    let mut body = b"{\"instances\": [".to_vec();
+    for i in 0..1_500_000 {
+        body.extend_from_slice(if i == 0 { b"[]" } else { b",[]" });
+    }
+    body.extend_from_slice(b"]}");
+    let answer = call(&state, post("/predict", "application/json", body)).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(
+        answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 4096")
+    );
+}
+
+#[tokio::test]
+async fn images_share_one_pixel_budget_per_request() {
+    let (_tmp, dir) = mlp_artifact(9);
+    let config = ServeConfig {
+        limits: kiln_serve::config::LimitsConfig {
+            max_image_pixels: 100 * 100 * 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let state = state(&dir, config);
+    let page = png(100, 100, &[255; 100 * 100]);
+    let two = json!({ "instances": [b64(&page), b64(&page)] });
+    assert_eq!(call(&state, post_json("/predict", &two)).await.status, 200);
+    let three = json!({ "instances": [b64(&page), b64(&page), b64(&page)] });
+    let answer = call(&state, post_json("/predict", &three)).await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["code"], "image_too_large");
+}

@@ -80,3 +80,30 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_request_larger_than_the_batch_runs_as_one_pass() {
+    let (_tmp, dir) = mlp_artifact(23);
+    let config = ServeConfig {
+        batching: BatchingConfig {
+            max_batch_size: 4,
+            ..BatchingConfig::default()
+        },
+        ..ServeConfig::default()
+    };
+    let state = state(&dir, config);
+    let digits = mnist_digits(10);
+    let instances: Vec<Vec<u8>> = digits.iter().map(|(p, _)| p.clone()).collect();
+    let answer = call(
+        &state,
+        post_json("/predict", &json!({ "instances": instances })),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    for (i, (pixels, _)) in digits.iter().enumerate() {
+        assert_close(&answer.probabilities(i), &direct(&dir, pixels));
+    }
+    let metrics = call(&state, get("/metrics")).await.text_full();
+    assert_eq!(metric(&metrics, "kiln_batch_size_count"), 1.0);
+    assert_eq!(metric(&metrics, "kiln_batch_size_sum"), 10.0);
+}

@@ -172,4 +172,8 @@ async fn bad_v2_requests_are_4xx() {
     assert_eq!(answer.status, 400);
     let answer = call(&state, post_json("/v2/models/nope/infer", &json!({}))).await;
     assert_eq!(answer.status, 404);
+    // Errors made outside the v2 handlers keep the v2 shape too.
+    let answer = call(&state, get("/v2/no/such/route")).await;
+    assert_eq!(answer.status, 404);
+    assert!(answer.json()["error"].is_string(), "{}", answer.text());
 }
