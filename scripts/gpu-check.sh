@@ -6,7 +6,9 @@
 #   2. trains the MLP and CNN recipes for EPOCHS epochs on each GPU backend the binary has,
 #      and on the CPU with the same seed, and compares test accuracy (tolerance TOL);
 #   3. runs the same recipes in PyTorch on the same GPU (bench/reference/train_mnist.py);
-#   4. prints one table and writes it, with every log, under $OUT (default gpu-check-out/).
+#   4. serves the CNN it trained on each backend and measures images/s under concurrent load
+#      (bench/serve/pyload.py, standard-library Python);
+#   5. prints one table and writes it, with every log, under $OUT (default gpu-check-out/).
 # On a machine without a GPU it runs what it can (the CPU rows) and says what it skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -85,6 +87,27 @@ for backend in wgpu vulkan cuda; do
     echo "| $card | $backend | $model | $sps | $secs | $tsps | $tsecs | $ratio | $acc | ${cpu_acc[$model]} | $agree |" >> "$table"
   done
 done
+
+# Serving: the newest CNN run, on the CPU and on each GPU backend, batch-1 and batch-32 load.
+cnn_run=$(ls -d "$OUT"/runs/mnist-cnn/*/ 2> /dev/null | sort | tail -n 1)
+serve_rows=""
+for backend in cpu ndarray wgpu vulkan cuda; do
+  [ -n "$cnn_run" ] || break
+  has_backend $backend || continue
+  KILN_LOG=warn "$KILN" serve --model "$cnn_run" --device $backend --addr 127.0.0.1:18555 \
+    > "$OUT/logs/serve-$backend.txt" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do python3 -c 'import urllib.request as u; u.urlopen("http://127.0.0.1:18555/readyz")' 2> /dev/null && break; sleep 0.1; done
+  for batch in 1 32; do
+    line=$(timeout 60 python3 bench/serve/pyload.py --url 127.0.0.1:18555 --batch $batch --concurrency 32 --seconds 6 2>&1 | tail -n 1)
+    log "serve cnn on $backend: $line"
+    serve_rows+="| $card | $backend | $line |"$'\n'
+  done
+  kill -TERM $pid; wait $pid 2> /dev/null
+done
+if [ -n "$serve_rows" ]; then
+  { echo; echo "| card | serve backend (CNN) | load |"; echo "|---|---|---|"; printf '%s' "$serve_rows"; } >> "$table"
+fi
 [ $torch_ok = 1 ] || log "pytorch: not installed here, reference rows skipped"
 log ""
 cat "$table"

@@ -7,7 +7,7 @@
 # Defaults to the newest runs under experiments/mnist-mlp and experiments/mnist-cnn. Needs wrk
 # (apt-get install wrk) and a built kiln (KILN=path, default target/release/kiln or
 # target/debug/kiln). Bounded: DURATION seconds per case (default 8), CONNECTIONS (default 64).
-# DEVICE (default cpu; ndarray is faster for the CNN), MODELS (default "mlp cnn").
+# DEVICE (default auto: ndarray for the CNN, flex for the MLP), MODELS (default "mlp cnn").
 # Rate limiting is off for the benchmark; everything else is the default config.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,7 +16,7 @@ KILN=${KILN:-$( [ -x target/release/kiln ] && echo target/release/kiln || echo t
 DURATION=${DURATION:-8}
 CONNECTIONS=${CONNECTIONS:-64}
 PORT=${PORT:-18181}
-DEVICE=${DEVICE:-cpu}
+DEVICE=${DEVICE:-auto}
 MODELS=${MODELS:-mlp cnn}
 newest() { ls -d "experiments/$1"/*/ 2>/dev/null | sort | tail -n 1; }
 MLP=${1:-$(newest mnist-mlp)}
