@@ -7,7 +7,8 @@
 # Defaults to the newest runs under experiments/mnist-mlp and experiments/mnist-cnn. Needs wrk
 # (apt-get install wrk) and a built kiln (KILN=path, default target/release/kiln or
 # target/debug/kiln). Bounded: DURATION seconds per case (default 8), CONNECTIONS (default 64).
-# DEVICE (default auto: ndarray for the CNN, flex for the MLP), MODELS (default "mlp cnn").
+# DEVICE (default auto: ndarray for the CNN, flex for the MLP), MODELS (default "mlp cnn"),
+# WORKERS (inference threads, default 1).
 # Rate limiting is off for the benchmark; everything else is the default config.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +19,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 PORT=${PORT:-18181}
 DEVICE=${DEVICE:-auto}
 MODELS=${MODELS:-mlp cnn}
+WORKERS=${WORKERS:-1}
 newest() { ls -d "experiments/$1"/*/ 2>/dev/null | sort | tail -n 1; }
 MLP=${1:-$(newest mnist-mlp)}
 CNN=${2:-$(newest mnist-cnn)}
@@ -40,6 +42,7 @@ addr = "127.0.0.1:$PORT"
 [batching]
 max_batch_size = $2
 max_delay_us = 2000
+workers = $WORKERS
 [rate_limit]
 enabled = false
 TOML
@@ -65,4 +68,4 @@ for model in $MODELS; do
     kill %1; wait %1 2>/dev/null || true
   done
 done
-echo "kiln: $KILN on $DEVICE; $CONNECTIONS connections, ${DURATION}s per case, wrk and the server share $(nproc) cores"
+echo "kiln: $KILN on $DEVICE, $WORKERS worker(s); $CONNECTIONS connections, ${DURATION}s per case, wrk and the server share $(nproc) cores"

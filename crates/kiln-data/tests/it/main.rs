@@ -14,7 +14,12 @@ pub fn mnist_dir() -> PathBuf {
 
 /// The shared Fashion-MNIST copy beside the repository (as CI lays it out).
 pub fn shared_fashion_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/fashion-mnist")
+    std::env::var_os("KILN_SHARED_DATASETS")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"),
+            PathBuf::from,
+        )
+        .join("fashion-mnist")
 }
 
 /// Gzips bytes.
