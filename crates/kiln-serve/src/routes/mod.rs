@@ -13,8 +13,11 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 
-use crate::batcher::BatchError;
+use std::time::Instant;
+
+use crate::batcher::{BatchError, BatchOutput};
 use crate::error::ApiError;
+use crate::model::{LoadedModel, PIXELS};
 use crate::state::AppState;
 
 /// The axum app for `state`: `/predict`, the KServe v2 routes, health, metrics and admin.
@@ -132,6 +135,25 @@ fn batch_error(state: &AppState, e: &BatchError) -> ApiError {
             format!("inference failed: {m}"),
         ),
     }
+}
+
+/// Normalises `images` (28x28 `u8` levels) with the model's own `preprocess()` table and runs
+/// them through the batcher on `model`.
+async fn run_model(
+    state: &AppState,
+    model: &Arc<LoadedModel>,
+    images: &[Vec<u8>],
+    deadline: Instant,
+) -> Result<BatchOutput, ApiError> {
+    let mut inputs = Vec::with_capacity(images.len() * PIXELS);
+    for pixels in images {
+        kiln_data::preprocess(pixels, &model.table, &mut inputs);
+    }
+    state
+        .batcher
+        .infer(Arc::clone(model), inputs, images.len(), deadline)
+        .await
+        .map_err(|e| batch_error(state, &e))
 }
 
 /// Index of the largest value.

@@ -11,14 +11,13 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    INLINE_PARSE_LIMIT, argmax, batch_error, deadline_passed, media_type, parse_off_executor,
-    read_body,
+    INLINE_PARSE_LIMIT, argmax, deadline_passed, media_type, parse_off_executor, read_body,
+    run_model,
 };
 use crate::error::ApiError;
 use crate::fit::Invert;
 use crate::input::{self, ImageLimits, Scale};
 use crate::middleware::{Deadline, RequestId};
-use crate::model::PIXELS;
 use crate::numbers::{Instance, bounded_instances};
 use crate::state::AppState;
 
@@ -118,16 +117,7 @@ pub async fn predict(
     };
 
     let model = state.slot.get();
-    let n = images.len();
-    let mut inputs = Vec::with_capacity(n * PIXELS);
-    for pixels in &images {
-        kiln_data::preprocess(pixels, &model.table, &mut inputs);
-    }
-    let output = state
-        .batcher
-        .infer(Arc::clone(&model), inputs, n, deadline)
-        .await
-        .map_err(|e| batch_error(&state, &e))?;
+    let output = run_model(&state, &model, &images, deadline).await?;
     let classes = model.classes();
     let predictions = output
         .probabilities

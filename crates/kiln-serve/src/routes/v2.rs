@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{INLINE_PARSE_LIMIT, argmax, batch_error, parse_off_executor, read_body};
+use super::{INLINE_PARSE_LIMIT, argmax, parse_off_executor, read_body, run_model};
 use crate::error::ApiError;
 use crate::input::{self, Scale};
 use crate::middleware::{Deadline, RequestId};
@@ -472,15 +472,7 @@ async fn run_infer(
     })
     .await?;
     let n = parsed.images.len();
-    let mut inputs = Vec::with_capacity(n * PIXELS);
-    for pixels in &parsed.images {
-        kiln_data::preprocess(pixels, &model.table, &mut inputs);
-    }
-    let output = state
-        .batcher
-        .infer(Arc::clone(&model), inputs, n, deadline)
-        .await
-        .map_err(|e| batch_error(&state, &e))?;
+    let output = run_model(&state, &model, &parsed.images, deadline).await?;
     Ok(respond(
         &model,
         parsed.id.unwrap_or(request_id),
