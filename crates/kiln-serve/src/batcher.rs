@@ -54,7 +54,6 @@ struct Job {
 pub struct Batcher {
     tx: SyncSender<Job>,
     depth: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -87,7 +86,7 @@ impl Batcher {
                 .spawn(move || worker.run())
                 .expect("spawn inference worker");
         }
-        Self { tx, depth, metrics }
+        Self { tx, depth }
     }
 
     /// Queues `n` preprocessed images (`n * 784` values) for `model` and waits for their
@@ -123,8 +122,6 @@ impl Batcher {
                 return Err(BatchError::Closed);
             }
         }
-        self.metrics
-            .set_queue_depth(self.depth.load(Ordering::Relaxed));
         let wait = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(result)) => result,
@@ -153,9 +150,12 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         while let Some(batch) = self.collect() {
-            self.metrics
-                .set_queue_depth(self.depth.load(Ordering::Relaxed));
-            run_batch(batch, &self.metrics);
+            // A panic anywhere in a batch fails that batch's requests (their reply channels
+            // drop and each answers 503), never the worker.
+            let metrics = &self.metrics;
+            if std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(batch, metrics))).is_err() {
+                tracing::error!("inference batch panicked; its requests were failed");
+            }
         }
     }
 

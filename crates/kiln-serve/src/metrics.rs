@@ -69,7 +69,6 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
     batch_sizes: Mutex<Histogram>,
-    queue_depth: AtomicUsize,
     in_flight: AtomicUsize,
     rate_limited: AtomicU64,
     overloaded: AtomicU64,
@@ -82,7 +81,6 @@ impl Default for Metrics {
             requests: Mutex::default(),
             latency: Mutex::default(),
             batch_sizes: Mutex::new(Histogram::new(&BATCH_BUCKETS)),
-            queue_depth: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             rate_limited: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
@@ -106,11 +104,6 @@ impl Metrics {
     /// Counts one forward pass of `images` images.
     pub fn observe_batch(&self, images: usize) {
         lock(&self.batch_sizes).observe(images as f64);
-    }
-
-    /// Sets the queue-depth gauge.
-    pub fn set_queue_depth(&self, depth: usize) {
-        self.queue_depth.store(depth, Ordering::Relaxed);
     }
 
     /// Adjusts the in-flight gauge.
@@ -139,9 +132,16 @@ impl Metrics {
         *lock(&self.reloads).entry(outcome).or_default() += 1;
     }
 
-    /// The exposition text; `model` and `version` label the model-info gauge.
+    /// Requests being handled now.
     #[must_use]
-    pub fn render(&self, model: &str, version: &str) -> String {
+    pub fn in_flight_now(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The exposition text; `model` and `version` label the model-info gauge, `queue_depth` is
+    /// the batcher's queue now.
+    #[must_use]
+    pub fn render(&self, model: &str, version: &str, queue_depth: usize) -> String {
         let mut out = String::new();
         out.push_str(
             "# HELP kiln_requests_total Requests answered, by route, method and status.\n",
@@ -171,7 +171,7 @@ impl Metrics {
                 "kiln_queue_depth",
                 "Requests waiting for an inference worker.",
                 "gauge",
-                self.queue_depth.load(Ordering::Relaxed) as u64,
+                queue_depth as u64,
             ),
             (
                 "kiln_in_flight_requests",

@@ -44,7 +44,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let model = state.slot.get();
     let mut response = state
         .metrics
-        .render(model.name(), &model.version)
+        .render(model.name(), &model.version, state.batcher.depth())
         .into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

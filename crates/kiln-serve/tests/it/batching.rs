@@ -1,6 +1,5 @@
 //! Concurrent requests share forward passes, and each still gets its own answer.
 
-use kiln_serve::ServeConfig;
 use kiln_serve::config::BatchingConfig;
 use serde_json::json;
 
@@ -9,29 +8,17 @@ use crate::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_are_coalesced() {
     let (_tmp, dir) = mlp_artifact(21);
-    let config = ServeConfig {
-        batching: BatchingConfig {
+    let state = state(
+        &dir,
+        with_batching(BatchingConfig {
             max_batch_size: 64,
             max_delay_us: 100_000,
             ..BatchingConfig::default()
-        },
-        ..ServeConfig::default()
-    };
-    let state = state(&dir, config);
+        }),
+    );
     let digits = mnist_digits(16);
-    let mut tasks = Vec::new();
-    for (pixels, _) in digits.clone() {
-        let state = Arc::clone(&state);
-        tasks.push(tokio::spawn(async move {
-            call(
-                &state,
-                post_json("/predict", &json!({ "instances": [pixels] })),
-            )
-            .await
-        }));
-    }
-    for (task, (pixels, _)) in tasks.into_iter().zip(&digits) {
-        let answer = task.await.unwrap();
+    let answers = concurrently(&state, single_image_requests(&digits)).await;
+    for (answer, (pixels, _)) in answers.iter().zip(&digits) {
         assert_eq!(answer.status, 200, "{}", answer.text());
         assert_close(&answer.probabilities(0), &direct(&dir, pixels));
     }
@@ -46,27 +33,15 @@ async fn concurrent_requests_are_coalesced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_batching_off_each_request_is_its_own_pass() {
     let (_tmp, dir) = mlp_artifact(22);
-    let config = ServeConfig {
-        batching: BatchingConfig {
+    let state = state(
+        &dir,
+        with_batching(BatchingConfig {
             max_batch_size: 1,
             ..BatchingConfig::default()
-        },
-        ..ServeConfig::default()
-    };
-    let state = state(&dir, config);
-    let mut tasks = Vec::new();
-    for (pixels, _) in mnist_digits(8) {
-        let state = Arc::clone(&state);
-        tasks.push(tokio::spawn(async move {
-            call(
-                &state,
-                post_json("/predict", &json!({ "instances": [pixels] })),
-            )
-            .await
-        }));
-    }
-    for task in tasks {
-        assert_eq!(task.await.unwrap().status, 200);
+        }),
+    );
+    for answer in concurrently(&state, single_image_requests(&mnist_digits(8))).await {
+        assert_eq!(answer.status, 200);
     }
     let metrics = call(&state, get("/metrics")).await.text_full();
     assert_eq!(metric(&metrics, "kiln_batch_size_count"), 8.0);
@@ -84,14 +59,13 @@ pub fn metric(text: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn a_request_larger_than_the_batch_runs_as_one_pass() {
     let (_tmp, dir) = mlp_artifact(23);
-    let config = ServeConfig {
-        batching: BatchingConfig {
+    let state = state(
+        &dir,
+        with_batching(BatchingConfig {
             max_batch_size: 4,
             ..BatchingConfig::default()
-        },
-        ..ServeConfig::default()
-    };
-    let state = state(&dir, config);
+        }),
+    );
     let digits = mnist_digits(10);
     let instances: Vec<Vec<u8>> = digits.iter().map(|(p, _)| p.clone()).collect();
     let answer = call(
@@ -106,4 +80,12 @@ async fn a_request_larger_than_the_batch_runs_as_one_pass() {
     let metrics = call(&state, get("/metrics")).await.text_full();
     assert_eq!(metric(&metrics, "kiln_batch_size_count"), 1.0);
     assert_eq!(metric(&metrics, "kiln_batch_size_sum"), 10.0);
+}
+
+/// One `/predict` request per digit.
+fn single_image_requests(digits: &[(Vec<u8>, u8)]) -> Vec<axum::http::Request<axum::body::Body>> {
+    digits
+        .iter()
+        .map(|(pixels, _)| post_json("/predict", &json!({ "instances": [pixels] })))
+        .collect()
 }

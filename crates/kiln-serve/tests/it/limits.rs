@@ -96,17 +96,10 @@ async fn a_full_queue_answers_503_with_retry_after() {
     let state = state(&dir, config);
     // 24 concurrent requests of 64 CNN images each, one forward pass at a time, one waiting.
     let body = json!({ "instances": vec![vec![0; 784]; 64] });
-    let mut tasks = Vec::new();
-    for _ in 0..24 {
-        let state = Arc::clone(&state);
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            call(&state, post_json("/predict", &body)).await
-        }));
-    }
+    let requests = (0..24).map(|_| post_json("/predict", &body)).collect();
+    let answers = concurrently(&state, requests).await;
     let (mut ok, mut overloaded) = (0, 0);
-    for task in tasks {
-        let answer = task.await.unwrap();
+    for answer in answers {
         match answer.status.as_u16() {
             200 => ok += 1,
             503 => {

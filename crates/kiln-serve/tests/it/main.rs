@@ -112,6 +112,30 @@ impl Answer {
     }
 }
 
+/// Sends `requests` through the app at once, each from its own task; answers in order.
+pub async fn concurrently(state: &Arc<AppState>, requests: Vec<Request<Body>>) -> Vec<Answer> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            let state = Arc::clone(state);
+            tokio::spawn(async move { call(&state, request).await })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.expect("request task"));
+    }
+    answers
+}
+
+/// The default config with these batching settings.
+pub fn with_batching(batching: kiln_serve::config::BatchingConfig) -> ServeConfig {
+    ServeConfig {
+        batching,
+        ..ServeConfig::default()
+    }
+}
+
 /// Sends `request` through the app once.
 pub async fn call(state: &Arc<AppState>, request: Request<Body>) -> Answer {
     let response = kiln_serve::app(Arc::clone(state))

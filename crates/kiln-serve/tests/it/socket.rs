@@ -114,7 +114,7 @@ async fn shutdown_finishes_requests_in_flight() {
     }
     // Wait until all eight are inside the server, then ask it to stop.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while in_flight(&state) < 8 && std::time::Instant::now() < deadline {
+    while state.metrics.in_flight_now() < 8 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.send(()).unwrap();
@@ -134,12 +134,4 @@ async fn shutdown_finishes_requests_in_flight() {
     .await
     .unwrap();
     assert!(refused.is_err(), "a request after shutdown was answered");
-}
-
-fn in_flight(state: &kiln_serve::AppState) -> usize {
-    let text = state.metrics.render("", "");
-    text.lines()
-        .find_map(|l| l.strip_prefix("kiln_in_flight_requests "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
