@@ -87,7 +87,7 @@ pub fn write_sums(dir: &Path, names: &[String]) -> Result<PathBuf> {
         text.push_str(&format!("{digest}  {name}\n"));
     }
     let path = dir.join(SUMS_FILE);
-    crate::fsutil::write_atomic(&path, text.as_bytes())?;
+    kiln_fs::write_atomic(&path, text.as_bytes()).map_err(|e| DataError::io(&path, e))?;
     Ok(path)
 }
 

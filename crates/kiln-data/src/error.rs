@@ -23,7 +23,7 @@ pub enum DataError {
         name: String,
     },
     /// An operating-system error while reading or writing a file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
@@ -31,7 +31,7 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// A gzip stream ended early or is corrupt.
-    #[error("{}: corrupt or truncated gzip data ({source}); fetch the file again", path.display())]
+    #[error("{}: corrupt or truncated gzip data; fetch the file again", path.display())]
     Gzip {
         /// The compressed file.
         path: PathBuf,

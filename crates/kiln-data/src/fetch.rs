@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use crate::checksum::{self, sha256_hex};
 use crate::dataset::{DatasetInfo, IDX_FILES, INFO_FILE};
 use crate::error::{DataError, Result};
-use crate::fsutil::write_atomic;
 use crate::idx::read_maybe_gzip;
 
 /// A dataset kiln can fetch by name.
@@ -145,7 +144,7 @@ pub fn fetch(
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, &target).map_err(|e| DataError::io(&target, e))?;
+        kiln_fs::rename(&tmp, &target).map_err(|e| DataError::io(&target, e))?;
         names.push(name);
     }
     checksum::write_sums(dest, &names)?;
@@ -163,7 +162,8 @@ pub fn fetch(
         license: dataset.license.to_string(),
     };
     let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
-    write_atomic(&dest.join(INFO_FILE), &json)?;
+    let info_path = dest.join(INFO_FILE);
+    kiln_fs::write_atomic(&info_path, &json).map_err(|e| DataError::io(&info_path, e))?;
     Ok(dest.to_path_buf())
 }
 
@@ -204,7 +204,7 @@ fn copy_local(dir: &Path, stem: &str, tmp: &Path) -> Result<()> {
     } else {
         gzip(&bytes).map_err(|e| DataError::io(&src, e))?
     };
-    write_atomic(tmp, &bytes)
+    kiln_fs::write_atomic(tmp, &bytes).map_err(|e| DataError::io(tmp, e))
 }
 
 fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -8,7 +8,6 @@ pub mod dataset;
 mod error;
 pub mod fetch;
 pub mod folder;
-pub mod fsutil;
 pub mod idx;
 pub mod loader;
 pub mod preprocess;

@@ -14,7 +14,6 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use kiln_data::Normalization;
 use kiln_data::checksum::sha256_hex;
-use kiln_data::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -231,16 +230,13 @@ fn load_weights(
 /// Serialises a network's weights to burnpack bytes.
 ///
 /// # Errors
-/// [`ModelError::Invalid`] when burn cannot serialise the record.
+/// [`ModelError::Serialize`] when burn cannot serialise the record.
 pub fn weights_bytes(model: &Model) -> Result<Vec<u8>, ModelError> {
     let bytes = model
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| ModelError::Invalid {
-            path: PathBuf::from("<weights>"),
-            message: e.to_string(),
-        })?;
+        .map_err(|source| ModelError::Serialize { source })?;
     Ok(bytes.to_vec())
 }
 
@@ -257,12 +253,14 @@ pub fn save(dir: &Path, model: &Model, mut manifest: Manifest) -> Result<Manifes
     manifest.weights_file = format!("weights-{}.bpk", &manifest.weights_sha256[..16]);
     manifest.format = FORMAT.to_string();
     manifest.format_version = FORMAT_VERSION;
-    write_atomic(&dir.join(&manifest.weights_file), &bytes)?;
+    let weights_path = dir.join(&manifest.weights_file);
+    kiln_fs::write_atomic(&weights_path, &bytes).map_err(|e| ModelError::io(&weights_path, e))?;
+    let manifest_path = dir.join(MANIFEST);
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| ModelError::Invalid {
-        path: dir.join(MANIFEST),
+        path: manifest_path.clone(),
         message: e.to_string(),
     })?;
-    write_atomic(&dir.join(MANIFEST), &json)?;
+    kiln_fs::write_atomic(&manifest_path, &json).map_err(|e| ModelError::io(&manifest_path, e))?;
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();

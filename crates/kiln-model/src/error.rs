@@ -3,12 +3,13 @@ use std::path::PathBuf;
 /// What can go wrong reading or writing a model artifact.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// An operating-system error on a file of the artifact.
-    #[error("{}: {source}", path.display())]
+    /// An operating-system error on a file of the artifact (a full disk, a failing device).
+    #[error("{}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The underlying error.
+        #[source]
         source: std::io::Error,
     },
     /// The path holds no artifact.
@@ -49,12 +50,33 @@ pub enum ModelError {
         /// burn's description of the mismatch.
         message: String,
     },
-    /// A dataset-side error (the artifact's files go through the same atomic writer).
+    /// burn could not serialise the weights (not the user's input).
+    #[error("cannot serialise the weights")]
+    Serialize {
+        /// burn's error.
+        #[source]
+        source: burn::store::RecordError,
+    },
+    /// A dataset-side error.
     #[error(transparent)]
     Data(#[from] kiln_data::DataError),
 }
 
 impl ModelError {
+    /// Whether the user's input (a path, a file they gave) caused it, rather than the machine;
+    /// the command line exits 2 for these and 1 for the rest.
+    #[must_use]
+    pub fn is_user_input(&self) -> bool {
+        match self {
+            Self::Io { .. } | Self::Serialize { .. } => false,
+            Self::Data(e) => e.is_user_input(),
+            Self::NotFound { .. }
+            | Self::Invalid { .. }
+            | Self::Corrupt { .. }
+            | Self::Mismatch { .. } => true,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

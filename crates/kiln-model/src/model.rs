@@ -1,5 +1,5 @@
-use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::cnn::{Cnn, CnnConfig};
@@ -32,12 +32,16 @@ impl Architecture {
     }
 
     /// Builds the network for `[channels, height, width]` inputs and `classes` outputs.
+    ///
+    /// Parameter ids are numbered in module order rather than drawn at random (burn's default),
+    /// so equal weights serialise to equal bytes and a weights file's hash addresses its content.
     #[must_use]
     pub fn init(&self, input: [usize; 3], classes: usize, device: &Device) -> Model {
-        match self {
+        let model = match self {
             Self::Mlp(c) => Model::Mlp(c.init(input.iter().product(), classes, device)),
             Self::Cnn(c) => Model::Cnn(c.init(input, classes, device)),
-        }
+        };
+        model.map(&mut StableIds::default())
     }
 
     /// Checks the hyperparameters make a buildable network for this input; returns what is wrong.
@@ -89,5 +93,39 @@ impl Model {
             Self::Mlp(m) => m.forward(images),
             Self::Cnn(m) => m.forward(images),
         }
+    }
+}
+
+/// Renumbers parameters `BASE, BASE + 1, ...` in module order.
+#[derive(Default)]
+struct StableIds {
+    next: u64,
+}
+
+impl StableIds {
+    /// An arbitrary base ("kiln" in ASCII), far from small numbers a reader might confuse.
+    const BASE: u64 = 0x6b69_6c6e_0000_0000;
+
+    fn renumber<T: burn::module::ParameterValue>(&mut self, mut param: Param<T>) -> Param<T> {
+        param.id = ParamId::from(Self::BASE + self.next);
+        self.next += 1;
+        param
+    }
+}
+
+impl ModuleMapper for StableIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        self.renumber(param)
+    }
+
+    fn map_int<const D: usize>(&mut self, param: Param<Tensor<D, Int>>) -> Param<Tensor<D, Int>> {
+        self.renumber(param)
+    }
+
+    fn map_bool<const D: usize>(
+        &mut self,
+        param: Param<Tensor<D, Bool>>,
+    ) -> Param<Tensor<D, Bool>> {
+        self.renumber(param)
     }
 }

@@ -237,7 +237,9 @@ impl EventWriter {
     /// # Errors
     /// The I/O error of flushing.
     pub fn flush(&mut self) -> std::io::Result<()> {
+        kiln_fs::failpoint(kiln_fs::Op::Write, &self.path)?;
         self.out.flush()?;
+        kiln_fs::failpoint(kiln_fs::Op::Fsync, &self.path)?;
         self.out.get_ref().sync_data()
     }
 

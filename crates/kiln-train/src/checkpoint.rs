@@ -14,7 +14,6 @@ use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use kiln_data::checksum::sha256_hex;
-use kiln_data::fsutil::{sync_dir, write_atomic};
 use kiln_model::Model;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +48,25 @@ pub struct LoopState {
     pub history: Vec<EpochRecord>,
     /// Training seconds so far (excluding time spent stopped).
     pub train_seconds: f64,
+}
+
+impl LoopState {
+    /// Books a finished epoch into the history and moves to the start of the next one.
+    pub fn start_next_epoch(&mut self, record: EpochRecord) {
+        self.history.push(record);
+        self.epoch += 1;
+        self.batch = 0;
+        self.epoch_loss_sum = 0.0;
+        self.epoch_correct = 0;
+        self.epoch_items = 0;
+    }
+
+    /// The metrics of the best epoch so far.
+    #[must_use]
+    pub fn best_record(&self) -> Option<&EpochRecord> {
+        let (_, epoch) = self.best?;
+        self.history.iter().find(|r| r.epoch == epoch)
+    }
 }
 
 /// Metrics of one finished epoch.
@@ -93,7 +111,8 @@ pub struct Checkpoint {
 /// only the newest `keep` checkpoints.
 ///
 /// # Errors
-/// [`TrainError::Io`] or [`TrainError::Checkpoint`]; earlier checkpoints are untouched.
+/// [`TrainError::Io`] naming the file and the OS error, or [`TrainError::Record`]; earlier
+/// checkpoints are untouched and no partial checkpoint is left under a `step-` name.
 pub fn save(
     run_dir: &Path,
     model: &Model,
@@ -108,45 +127,66 @@ pub fn save(
     let tmp = root.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    let record_err = |e: burn::store::RecordError| TrainError::Checkpoint {
-        path: tmp.clone(),
-        message: e.to_string(),
+    let result = write_files(&tmp, model, optim, state).and_then(|()| {
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+        }
+        kiln_fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+        kiln_fs::sync_dir(&root).map_err(|e| TrainError::io(&root, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result?;
+    prune(run_dir, keep.max(1));
+    Ok(final_dir)
+}
+
+/// Writes the three files of a checkpoint into `dir`, each atomically and fsynced.
+fn write_files(
+    dir: &Path,
+    model: &Model,
+    optim: &ModuleOptimizer,
+    state: &LoopState,
+) -> Result<(), TrainError> {
+    let record_err = |what: &'static str| {
+        let path = dir.join(what);
+        move |e: burn::store::RecordError| TrainError::Record {
+            path,
+            what,
+            source: Box::new(e),
+        }
     };
     let model_bytes = model
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(record_err)?
+        .map_err(record_err(MODEL_FILE))?
         .to_vec();
-    let optim_bytes = optim.to_record().into_bytes().map_err(record_err)?.to_vec();
-    write_atomic(&tmp.join(MODEL_FILE), &model_bytes).map_err(|e| TrainError::Checkpoint {
-        path: tmp.clone(),
-        message: e.to_string(),
-    })?;
-    write_atomic(&tmp.join(OPTIM_FILE), &optim_bytes).map_err(|e| TrainError::Checkpoint {
-        path: tmp.clone(),
-        message: e.to_string(),
-    })?;
+    let optim_bytes = optim
+        .to_record()
+        .into_bytes()
+        .map_err(record_err(OPTIM_FILE))?
+        .to_vec();
     let file = StateFile {
         state: state.clone(),
         model_sha256: sha256_hex(&model_bytes),
         optim_sha256: sha256_hex(&optim_bytes),
     };
-    let json = serde_json::to_vec_pretty(&file).map_err(|e| TrainError::Checkpoint {
-        path: tmp.clone(),
-        message: e.to_string(),
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| TrainError::Record {
+        path: dir.join(STATE_FILE),
+        what: STATE_FILE,
+        source: Box::new(e),
     })?;
-    write_atomic(&tmp.join(STATE_FILE), &json).map_err(|e| TrainError::Checkpoint {
-        path: tmp.clone(),
-        message: e.to_string(),
-    })?;
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    for (name, bytes) in [
+        (MODEL_FILE, &model_bytes),
+        (OPTIM_FILE, &optim_bytes),
+        (STATE_FILE, &json),
+    ] {
+        let path = dir.join(name);
+        kiln_fs::write_atomic(&path, bytes).map_err(|e| TrainError::io(&path, e))?;
     }
-    std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
-    sync_dir(&root).map_err(|e| TrainError::io(&root, e))?;
-    prune(run_dir, keep.max(1));
-    Ok(final_dir)
+    Ok(())
 }
 
 /// Checkpoint directories of a run, oldest first.
@@ -172,8 +212,10 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
     Ok(dirs)
 }
 
-fn prune(root: &Path, keep: usize) {
-    let Ok(dirs) = list(root.parent().unwrap_or(root)) else {
+/// Removes all but the newest `keep` checkpoints of a run. Best effort: a checkpoint that
+/// cannot be removed costs disk space, not correctness.
+fn prune(run_dir: &Path, keep: usize) {
+    let Ok(dirs) = list(run_dir) else {
         return;
     };
     let excess = dirs.len().saturating_sub(keep);
@@ -188,32 +230,38 @@ fn prune(root: &Path, keep: usize) {
 /// # Errors
 /// [`TrainError::Checkpoint`] saying what is wrong with it.
 pub fn load(dir: &Path) -> Result<Checkpoint, TrainError> {
-    let bad = |message: String| TrainError::Checkpoint {
-        path: dir.to_path_buf(),
-        message,
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| {
+            TrainError::checkpoint(dir, format!("cannot read {name}"), Some(Box::new(e)))
+        })
     };
-    let state_bytes = std::fs::read(dir.join(STATE_FILE))
-        .map_err(|e| bad(format!("cannot read {STATE_FILE}: {e}")))?;
-    let file: StateFile = serde_json::from_slice(&state_bytes)
-        .map_err(|e| bad(format!("{STATE_FILE} is corrupt: {e}")))?;
+    let file: StateFile = serde_json::from_slice(&read(STATE_FILE)?).map_err(|e| {
+        TrainError::checkpoint(dir, format!("{STATE_FILE} is corrupt"), Some(Box::new(e)))
+    })?;
     let read_checked = |name: &str, expected: &str| -> Result<Vec<u8>, TrainError> {
-        let bytes =
-            std::fs::read(dir.join(name)).map_err(|e| bad(format!("cannot read {name}: {e}")))?;
+        let bytes = read(name)?;
         let found = sha256_hex(&bytes);
         if found == expected {
             Ok(bytes)
         } else {
-            Err(bad(format!(
-                "{name} is corrupt (sha256 {found}, expected {expected})"
-            )))
+            Err(TrainError::checkpoint(
+                dir,
+                format!("{name} is corrupt (sha256 {found}, expected {expected})"),
+                None,
+            ))
         }
     };
     let model_bytes = read_checked(MODEL_FILE, &file.model_sha256)?;
     let optim_bytes = read_checked(OPTIM_FILE, &file.optim_sha256)?;
+    let unreadable = |name: &'static str| {
+        move |e: burn::store::RecordError| {
+            TrainError::checkpoint(dir, format!("{name} is unreadable"), Some(Box::new(e)))
+        }
+    };
     let model = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes))
-        .map_err(|e| bad(format!("{MODEL_FILE}: {e}")))?;
+        .map_err(unreadable(MODEL_FILE))?;
     let optim = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(optim_bytes))
-        .map_err(|e| bad(format!("{OPTIM_FILE}: {e}")))?;
+        .map_err(unreadable(OPTIM_FILE))?;
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
         state: file.state,
@@ -222,20 +270,18 @@ pub fn load(dir: &Path) -> Result<Checkpoint, TrainError> {
     })
 }
 
-/// The newest checkpoint of a run, verified. A corrupt newest checkpoint is an error (it is
-/// never skipped silently); the message lists the earlier ones to resume from instead.
+/// The newest checkpoint of a run, verified, or `None` when the run has none yet (it was
+/// stopped before its first checkpoint). A corrupt newest checkpoint is an error (it is never
+/// skipped silently); the message lists the earlier ones to resume from instead.
 ///
 /// # Errors
-/// [`TrainError::Checkpoint`] when there is none or the newest is corrupt.
-pub fn load_latest(run_dir: &Path) -> Result<Checkpoint, TrainError> {
+/// [`TrainError::Checkpoint`] when the newest is corrupt.
+pub fn load_latest(run_dir: &Path) -> Result<Option<Checkpoint>, TrainError> {
     let dirs = list(run_dir)?;
     let Some(newest) = dirs.last() else {
-        return Err(TrainError::Checkpoint {
-            path: run_dir.to_path_buf(),
-            message: "no checkpoints to resume from (is this a kiln run directory?)".into(),
-        });
+        return Ok(None);
     };
-    load(newest).map_err(|e| {
+    load(newest).map(Some).map_err(|e| {
         let earlier: Vec<String> = dirs[..dirs.len() - 1]
             .iter()
             .map(|d| d.display().to_string())
@@ -248,9 +294,10 @@ pub fn load_latest(run_dir: &Path) -> Result<Checkpoint, TrainError> {
                 earlier.join(", ")
             )
         };
-        TrainError::Checkpoint {
-            path: newest.clone(),
-            message: format!("newest checkpoint is unusable: {e}; {hint}"),
-        }
+        TrainError::checkpoint(
+            newest,
+            format!("newest checkpoint is unusable; {hint}"),
+            Some(Box::new(e)),
+        )
     })
 }

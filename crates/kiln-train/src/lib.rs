@@ -5,6 +5,7 @@ pub mod config;
 pub mod data;
 mod error;
 pub mod eval;
+mod observer;
 pub mod optimizer;
 pub mod run;
 pub mod schedule;
@@ -15,7 +16,6 @@ mod trainer;
 pub use config::TrainConfig;
 pub use error::TrainError;
 pub use eval::{EvalReport, evaluate};
+pub use observer::{Observer, Resumed, Silent, StartInfo, StepProgress};
 pub use run::RunDir;
-pub use trainer::{
-    Observer, Outcome, Silent, StartInfo, StepProgress, TrainOptions, TrainReport, train,
-};
+pub use trainer::{Outcome, TrainOptions, TrainReport, train};

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kiln_data::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
@@ -96,7 +95,9 @@ impl RunDir {
                     std::io::Error::other("could not create a fresh run directory"),
                 )
             })?;
-        write_atomic(&path.join(CONFIG_FILE), config.to_toml()?.as_bytes())?;
+        let config_path = path.join(CONFIG_FILE);
+        kiln_fs::write_atomic(&config_path, config.to_toml()?.as_bytes())
+            .map_err(|e| TrainError::io(&config_path, e))?;
         let record = RunRecord {
             name: config.experiment.name.clone(),
             id,
@@ -124,11 +125,14 @@ impl RunDir {
     /// [`TrainError::Checkpoint`] when it is not a run directory, [`TrainError::Config`] when
     /// its config no longer parses.
     pub fn open(path: &Path, argv: Vec<String>) -> Result<Self, TrainError> {
-        let not_run = |what: &str| TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            message: format!(
-                "not a kiln run directory ({what}); pass the directory `kiln train` printed"
-            ),
+        let not_run = |what: &str| {
+            TrainError::checkpoint(
+                path,
+                format!(
+                    "not a kiln run directory ({what}); pass the directory `kiln train` printed"
+                ),
+                None,
+            )
         };
         if !path.is_dir() {
             return Err(not_run("no such directory"));
@@ -139,9 +143,23 @@ impl RunDir {
         }
         let config = TrainConfig::load(&config_path, &[])?;
         let record_path = path.join(RUN_FILE);
-        let bytes = std::fs::read(&record_path).map_err(|_| not_run("no run.json"))?;
-        let mut record: RunRecord =
-            serde_json::from_slice(&bytes).map_err(|e| not_run(&format!("run.json: {e}")))?;
+        let mut record = match std::fs::read(&record_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| not_run(&format!("run.json is corrupt: {e}")))?,
+            // Killed between writing config.toml and run.json: the run never started.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RunRecord {
+                name: config.experiment.name.clone(),
+                id: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+                burn_version: BURN_VERSION.to_string(),
+                started: now(),
+                ..RunRecord::default()
+            },
+            Err(e) => return Err(TrainError::io(&record_path, e)),
+        };
         record.argv.push(argv);
         record.status = "running".into();
         record.ended = None;
@@ -156,12 +174,15 @@ impl RunDir {
     /// Writes `run.json` atomically.
     ///
     /// # Errors
-    /// [`TrainError::Data`] wrapping the I/O error.
+    /// [`TrainError::Io`] naming the file.
     pub fn save_record(&self) -> Result<(), TrainError> {
-        let json = serde_json::to_vec_pretty(&self.record)
-            .map_err(|e| TrainError::Config(e.to_string()))?;
-        write_atomic(&self.path.join(RUN_FILE), &json)?;
-        Ok(())
+        let path = self.path.join(RUN_FILE);
+        let json = serde_json::to_vec_pretty(&self.record).map_err(|e| TrainError::Record {
+            path: path.clone(),
+            what: RUN_FILE,
+            source: Box::new(e),
+        })?;
+        kiln_fs::write_atomic(&path, &json).map_err(|e| TrainError::io(&path, e))
     }
 
     /// Marks the run ended with `status`.

@@ -64,28 +64,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// 2 when the user's input is at fault (config, data, paths, arguments), 1 otherwise.
+/// 2 when the user's input is at fault (config, data, paths, arguments), 1 otherwise. The
+/// outermost kiln error in the chain decides, through its crate's own classifier.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        if cause.downcast_ref::<UsageError>().is_some() {
-            return 2;
+    let user_input = err.chain().find_map(|cause| {
+        if cause.is::<UsageError>() {
+            Some(true)
+        } else if let Some(e) = cause.downcast_ref::<kiln_train::TrainError>() {
+            Some(e.is_user_input())
+        } else if let Some(e) = cause.downcast_ref::<kiln_serve::ServeError>() {
+            Some(e.is_user_input())
+        } else if let Some(e) = cause.downcast_ref::<kiln_model::ModelError>() {
+            Some(e.is_user_input())
+        } else {
+            cause
+                .downcast_ref::<kiln_data::DataError>()
+                .map(kiln_data::DataError::is_user_input)
         }
-        if let Some(e) = cause.downcast_ref::<kiln_train::TrainError>() {
-            return if e.is_user_input() { 2 } else { 1 };
-        }
-        if let Some(e) = cause.downcast_ref::<kiln_data::DataError>() {
-            return if e.is_user_input() { 2 } else { 1 };
-        }
-        if let Some(e) = cause.downcast_ref::<kiln_serve::ServeError>() {
-            return if e.is_user_input() { 2 } else { 1 };
-        }
-        if let Some(e) = cause.downcast_ref::<kiln_model::ModelError>() {
-            return if matches!(e, kiln_model::ModelError::Io { .. }) {
-                1
-            } else {
-                2
-            };
-        }
-    }
-    1
+    });
+    if user_input == Some(true) { 2 } else { 1 }
 }

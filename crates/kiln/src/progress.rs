@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln_train::checkpoint::EpochRecord;
-use kiln_train::{Observer, StartInfo, StepProgress};
+use kiln_train::{Observer, Resumed, StartInfo, StepProgress};
 
 /// Draws progress on standard error.
 pub struct Progress {
@@ -102,14 +102,25 @@ impl Observer for Progress {
         ));
     }
 
-    fn message(&mut self, text: &str) {
-        if text.starts_with("validating") {
-            if let Some(b) = &self.bar {
-                b.set_message(text.to_string());
-            }
-            return;
+    fn resumed(&mut self, from: &Resumed) {
+        self.line(&format!(
+            "resuming from {} (step {}, epoch {})",
+            from.checkpoint.display(),
+            from.step,
+            from.epoch
+        ));
+    }
+
+    fn validating(&mut self, epoch: usize) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("validating epoch {epoch}"));
         }
-        self.line(text);
+    }
+
+    fn early_stopped(&mut self, patience: usize) {
+        self.line(&format!(
+            "early stopping: no improvement for {patience} epochs"
+        ));
     }
 }
 

@@ -4,10 +4,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use kiln_data::fetch::{FetchSource, fetch, known};
+use kiln_data::checksum::sha256_hex;
+use kiln_data::dataset::IDX_FILES;
+use kiln_data::fetch::{FetchSource, KnownDataset, fetch, known};
+use kiln_data::idx::{encode_images, encode_labels, read_images, read_labels};
 use kiln_data::{DataError, DatasetFormat};
 
-use crate::shared_fashion_dir;
+use crate::{gzip, mnist_dir};
 
 /// Serves files of `dir` over HTTP/1.1 on loopback; `tamper` flips a byte of every body.
 fn serve(dir: PathBuf, tamper: bool) -> String {
@@ -56,13 +59,58 @@ fn serve(dir: PathBuf, tamper: bool) -> String {
     format!("http://{addr}/")
 }
 
+/// A small real dataset built from the repository's MNIST: the first 600 training and 100
+/// test digits, gzipped IDX files in a directory, with a [`KnownDataset`] entry whose content
+/// hashes are those of these files (as `fetch`'s table holds for the real datasets).
+struct MiniMnist {
+    dir: tempfile::TempDir,
+    known: KnownDataset,
+}
+
+const MINI_TRAIN: usize = 600;
+const MINI_TEST: usize = 100;
+
+fn mini_mnist() -> MiniMnist {
+    let dir = tempfile::tempdir().unwrap();
+    let real = mnist_dir();
+    let mut hashes = Vec::new();
+    for (stem, keep) in IDX_FILES
+        .iter()
+        .zip([MINI_TRAIN, MINI_TRAIN, MINI_TEST, MINI_TEST])
+    {
+        let path = real.join(format!("{stem}.gz"));
+        let content = if stem.contains("images") {
+            let mut images = read_images(&path).unwrap();
+            images.pixels.truncate(keep * images.rows * images.cols);
+            images.count = keep;
+            encode_images(&images)
+        } else {
+            let mut labels = read_labels(&path, 10).unwrap();
+            labels.truncate(keep);
+            encode_labels(&labels)
+        };
+        hashes.push(&*Box::leak(sha256_hex(&content).into_boxed_str()));
+        std::fs::write(dir.path().join(format!("{stem}.gz")), gzip(&content)).unwrap();
+    }
+    let mnist = known("mnist").unwrap();
+    let known = KnownDataset {
+        name: "mini-mnist",
+        mirrors: &[],
+        content_sha256: hashes.try_into().unwrap(),
+        class_names: mnist.class_names,
+        license: mnist.license,
+    };
+    MiniMnist { dir, known }
+}
+
 #[test]
-fn download_verifies_and_loads_fashion_mnist() {
+fn download_verifies_and_loads() {
+    let mini = mini_mnist();
     let dest = tempfile::tempdir().unwrap();
-    let url = serve(shared_fashion_dir(), false);
+    let url = serve(mini.dir.path().to_path_buf(), false);
     let mut calls = 0;
     let dir = fetch(
-        known("fashion-mnist").unwrap(),
+        &mini.known,
         &FetchSource::Network(vec![url]),
         dest.path(),
         &mut |_, _, _| calls += 1,
@@ -70,18 +118,20 @@ fn download_verifies_and_loads_fashion_mnist() {
     .unwrap();
     assert!(calls > 0, "progress is reported");
     let d = kiln_data::load(&dir, DatasetFormat::Idx, 10, [28, 28]).unwrap();
-    assert_eq!((d.train.len(), d.test.len()), (60_000, 10_000));
-    assert_eq!(d.train.class_counts(10), vec![6000; 10]);
-    assert_eq!(d.info.class_names[9], "Ankle boot");
+    assert_eq!((d.train.len(), d.test.len()), (MINI_TRAIN, MINI_TEST));
+    // The first MNIST training labels, as LeCun's file holds them.
+    assert_eq!(&d.train.labels[..8], &[5, 0, 4, 1, 9, 2, 1, 3]);
+    assert_eq!(d.info.class_names[9], "9");
     assert_eq!(d.verified.len(), 4);
 }
 
 #[test]
 fn tampered_download_is_refused_and_nothing_is_kept() {
+    let mini = mini_mnist();
     let dest = tempfile::tempdir().unwrap();
-    let url = serve(shared_fashion_dir(), true);
+    let url = serve(mini.dir.path().to_path_buf(), true);
     let err = fetch(
-        known("fashion-mnist").unwrap(),
+        &mini.known,
         &FetchSource::Network(vec![url]),
         dest.path(),
         &mut |_, _, _| {},
@@ -136,10 +186,11 @@ fn local_copy_and_unknown_names() {
             .len(),
         4
     );
-    // Fashion-MNIST files are not MNIST: their content hashes differ.
+    // Other files are not MNIST: their content hashes differ.
+    let mini = mini_mnist();
     let err = fetch(
         known("mnist").unwrap(),
-        &FetchSource::Dir(shared_fashion_dir()),
+        &FetchSource::Dir(mini.dir.path().to_path_buf()),
         tempfile::tempdir().unwrap().path(),
         &mut |_, _, _| {},
     )

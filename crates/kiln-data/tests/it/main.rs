@@ -12,16 +12,6 @@ pub fn mnist_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist")
 }
 
-/// The shared Fashion-MNIST copy beside the repository (as CI lays it out).
-pub fn shared_fashion_dir() -> PathBuf {
-    std::env::var_os("KILN_SHARED_DATASETS")
-        .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"),
-            PathBuf::from,
-        )
-        .join("fashion-mnist")
-}
-
 /// Gzips bytes.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;

@@ -173,3 +173,25 @@ fn invalid_manifests_are_refused_with_the_reason() {
     let err = artifact::load(&dir.path().join("nothing-here"), &device).unwrap_err();
     assert!(matches!(err, ModelError::NotFound { .. }), "{err}");
 }
+
+#[test]
+fn the_weights_file_addresses_its_content() {
+    let device = Device::flex();
+    let arch = Architecture::Cnn(CnnConfig::default());
+    let save = |seed: u64| {
+        device.seed(seed);
+        let model = arch.init([1, 28, 28], 10, &device).valid();
+        let dir = tempfile::tempdir().unwrap();
+        artifact::save(dir.path(), &model, manifest(arch.clone())).unwrap()
+    };
+    let (a, b, other) = (save(5), save(5), save(6));
+    assert_eq!(
+        a.weights_sha256, b.weights_sha256,
+        "equal weights, equal bytes (no random parameter ids in the file)"
+    );
+    assert_eq!(a.weights_file, b.weights_file);
+    assert_ne!(
+        a.weights_sha256, other.weights_sha256,
+        "other weights, other hash"
+    );
+}

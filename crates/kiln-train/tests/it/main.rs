@@ -1,6 +1,7 @@
 //! Integration tests of kiln-train on real MNIST with the smoke config: learning, tracking,
 //! exact resume and refusing corrupt checkpoints.
 
+mod loop_control;
 mod resume;
 mod smoke;
 
@@ -52,6 +53,17 @@ pub fn continue_run(
     let mut run = RunDir::open(dir, vec!["resume".into()]).unwrap();
     let result = train(&mut run, &Device::flex(), options, &mut Silent);
     (run, result)
+}
+
+/// An error and its causes, as the command line prints them.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text = format!("{text}: {e}");
+        cause = e.source();
+    }
+    text
 }
 
 /// Options that resume from the newest checkpoint.

@@ -112,7 +112,7 @@ fn a_corrupt_newest_checkpoint_is_refused_and_earlier_ones_are_left_alone() {
     std::fs::write(&model, bytes).unwrap();
 
     let err = continue_run(&run.path, &resume_newest()).1.unwrap_err();
-    let message = err.to_string();
+    let message = crate::chain(&err);
     assert!(
         matches!(err, TrainError::Checkpoint { .. }) && err.is_user_input(),
         "{message}"

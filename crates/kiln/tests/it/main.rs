@@ -1,5 +1,7 @@
 //! End-to-end tests of the `kiln` binary: exit codes, messages and the run it leaves behind.
 
+mod faults;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
