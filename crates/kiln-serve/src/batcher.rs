@@ -33,13 +33,11 @@ pub enum BatchError {
     Closed,
 }
 
-/// Probabilities for a job's images, `n * classes` values, and the batch it ran in.
+/// Probabilities for a job's images, `n * classes` values.
 #[derive(Debug)]
 pub struct BatchOutput {
     /// `n * classes` probabilities, row by row.
     pub probabilities: Vec<f32>,
-    /// Images in the forward pass this job shared.
-    pub batch_size: usize,
 }
 
 struct Job {
@@ -228,7 +226,6 @@ fn run_batch(batch: Vec<Job>, metrics: &Metrics) {
                 let end = offset + job.n * classes;
                 let _ = job.reply.send(Ok(BatchOutput {
                     probabilities: probabilities[offset..end].to_vec(),
-                    batch_size: n,
                 }));
                 offset = end;
             }

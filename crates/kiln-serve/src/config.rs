@@ -129,8 +129,8 @@ pub struct RateLimitConfig {
     pub admin_burst: u32,
     /// Header naming the client (an API key); the peer address is used when it is absent.
     pub client_header: String,
-    /// Use the first `X-Forwarded-For` address as the client when no key is sent (only behind a
-    /// load balancer that sets it).
+    /// Use the rightmost `X-Forwarded-For` address (the one our own load balancer added) as the
+    /// client when no key is sent (only behind a load balancer that sets it).
     pub trust_forwarded_for: bool,
 }
 

@@ -1,4 +1,5 @@
-//! Errors: [`ServeError`] for starting and reloading, [`ApiError`] for what a request gets back.
+//! Errors: [`ServeError`] for starting and reloading, [`ApiError`] for what a request gets back,
+//! and [`V2Error`], the same answer in the KServe v2 shape.
 
 use std::path::PathBuf;
 
@@ -46,7 +47,7 @@ impl ServeError {
     pub fn is_user_input(&self) -> bool {
         match self {
             Self::Config { .. } | Self::Unservable { .. } | Self::Bind { .. } => true,
-            Self::Model(e) => !matches!(e, kiln_model::ModelError::Io { .. }),
+            Self::Model(e) => e.is_user_input(),
             Self::Io(_) => false,
         }
     }
@@ -101,12 +102,63 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({
             "error": { "code": self.code, "message": self.message },
         });
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
+        with_retry_after((self.status, axum::Json(body)), self.retry_after)
+    }
+}
+
+/// A v2 error: `{"error": "..."}` as the protocol asks, with the usual status.
+#[derive(Debug, Clone)]
+pub struct V2Error(ApiError);
+
+impl From<ApiError> for V2Error {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.0.message });
+        with_retry_after((self.0.status, axum::Json(body)), self.0.retry_after)
+    }
+}
+
+fn with_retry_after(response: impl IntoResponse, seconds: Option<u64>) -> Response {
+    let mut response = response.into_response();
+    if let Some(seconds) = seconds {
         response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// The error body a route family answers with: the v2 shape under `/v2`, ours elsewhere. For
+/// answers made outside the handlers (the middleware, the fallback route), which know only the
+/// path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorShape {
+    /// `{"error": {"code": .., "message": ..}}`
+    Kiln,
+    /// `{"error": "..."}`
+    V2,
+}
+
+impl ErrorShape {
+    /// The shape for a request to `path`.
+    pub(crate) fn for_path(path: &str) -> Self {
+        if path.starts_with("/v2") {
+            Self::V2
+        } else {
+            Self::Kiln
+        }
+    }
+
+    /// `error` in this shape.
+    pub(crate) fn respond(self, error: ApiError) -> Response {
+        match self {
+            Self::Kiln => error.into_response(),
+            Self::V2 => V2Error::from(error).into_response(),
+        }
     }
 }

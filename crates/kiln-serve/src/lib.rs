@@ -5,6 +5,8 @@
 //! training. [`app`] gives the axum router (tests drive it with `oneshot`), [`serve`] runs it
 //! on a listener until a shutdown signal.
 
+#![warn(missing_docs)]
+
 mod batcher;
 pub mod config;
 mod error;
@@ -15,15 +17,16 @@ mod middleware;
 mod model;
 mod numbers;
 pub mod ratelimit;
+mod request;
 mod routes;
 mod server;
 mod state;
 
 pub use batcher::{BatchError, Batcher};
 pub use config::ServeConfig;
-pub use error::{ApiError, ServeError};
+pub use error::{ApiError, ServeError, V2Error};
 pub use metrics::Metrics;
 pub use model::{INPUT_SHAPE, LoadedModel, ModelSlot, PIXELS};
-pub use routes::{V2Error, app};
-pub use server::{serve, shutdown_signal};
+pub use routes::app;
+pub use server::{ReloadRequests, reload_on_sighup, reload_until, serve, shutdown_signal};
 pub use state::{AppState, ReloadOutcome};

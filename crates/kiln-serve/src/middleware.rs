@@ -3,53 +3,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorShape};
 use crate::ratelimit::{Decision, LimitClass};
+use crate::request::{Deadline, REQUEST_ID_HEADER, RequestId, deadline_exceeded};
 use crate::state::AppState;
-
-/// The id of a request: the client's `x-request-id` when it sent a sane one, else a new one.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// When the request must be answered by.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
-
-/// How long past its deadline a request may run before the middleware answers for it.
-const BACKSTOP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
-
-static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
-
-fn new_request_id() -> String {
-    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        (nanos ^ (u128::from(std::process::id()) << 32)) as u32
-    });
-    format!(
-        "{prefix:08x}-{:010x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(&REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(new_request_id, str::to_string)
-}
 
 fn classify(path: &str) -> Option<LimitClass> {
     if path.starts_with("/admin/") {
@@ -96,15 +61,6 @@ fn client_key(state: &AppState, request: &Request) -> String {
         .map_or_else(|| "ip:unknown".into(), |c| format!("ip:{}", c.0.ip()))
 }
 
-/// An error made here, in the error shape of the route family (v2 wants a plain string).
-fn error_response(v2: bool, error: ApiError) -> Response {
-    if v2 {
-        crate::routes::V2Error::from(error).into_response()
-    } else {
-        error.into_response()
-    }
-}
-
 /// Methods as metric labels: a fixed set, so clients cannot mint new series.
 fn method_label(method: &axum::http::Method) -> &'static str {
     match method.as_str() {
@@ -131,100 +87,127 @@ pub async fn observe(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let start = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_string();
-    let method = method_label(request.method());
-    let id = request_id(request.headers());
-    let client = client_key(&state, &request);
+    let seen = Seen::of(&state, &request);
     let class = classify(request.uri().path());
-    let v2 = request.uri().path().starts_with("/v2");
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let deadline = start + state.config.limits.request_timeout();
-    request.extensions_mut().insert(Deadline(deadline));
+    let shape = ErrorShape::for_path(request.uri().path());
+    let deadline = Deadline(seen.start + state.config.limits.request_timeout());
+    request.extensions_mut().insert(seen.id.clone());
+    request.extensions_mut().insert(deadline);
 
-    let decision = match class {
-        Some(class) if state.config.rate_limit.enabled => Some(state.limiter.check(&client, class)),
-        _ => None,
-    };
-    let mut response = match decision {
-        Some(d) if !d.allowed => {
-            state.metrics.rate_limited();
-            let error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "too many requests from this client; retry in {} s",
-                    d.retry_after_seconds
-                ),
-            )
-            .retry_after(d.retry_after_seconds);
-            error_response(v2, error)
-        }
-        _ => {
-            let permit = match class {
-                Some(_) => Arc::clone(&state.concurrency).try_acquire_owned().ok(),
-                None => None,
-            };
-            if class.is_some() && permit.is_none() {
-                state.metrics.overloaded();
-                error_response(
-                    v2,
-                    ApiError::overloaded(
-                        "the server is handling as many requests as it may; retry",
-                    ),
-                )
-            } else {
-                let _in_flight = InFlight::new(&state);
-                // Handlers enforce the deadline themselves (408 for a slow body, 503 for a late
-                // answer); this backstop, a little later, catches anything that does not.
-                // Admin work (a reload) is not cut off half way.
-                let response = if class == Some(LimitClass::Admin) {
-                    next.run(request).await
-                } else {
-                    let wait = deadline.saturating_duration_since(Instant::now()) + BACKSTOP_GRACE;
-                    match tokio::time::timeout(wait, next.run(request)).await {
-                        Ok(response) => response,
-                        Err(_) => error_response(
-                            v2,
-                            ApiError::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "deadline_exceeded",
-                                "the request was not answered within its deadline; retry",
-                            )
-                            .retry_after(1),
-                        ),
-                    }
-                };
-                drop(permit);
-                response
-            }
+    let decision = class
+        .filter(|_| state.config.rate_limit.enabled)
+        .map(|class| state.limiter.check(&seen.client, class));
+    let mut response = match admit(&state, class, decision.as_ref()) {
+        Err(error) => shape.respond(error),
+        Ok(permit) => {
+            let _in_flight = InFlight::new(&state);
+            let response = run_until_backstop(next, request, class, deadline, shape).await;
+            drop(permit);
+            response
         }
     };
     if let Some(d) = &decision {
         rate_headers(&mut response, d);
     }
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_str(&seen.id.0) {
         response.headers_mut().insert(REQUEST_ID_HEADER.clone(), v);
     }
-    let status = response.status().as_u16();
-    let seconds = start.elapsed().as_secs_f64();
-    state
-        .metrics
-        .observe_request(method, &route, status, seconds);
-    tracing::info!(
-        target: "kiln::access",
-        request_id = %id,
-        method = %method,
-        route = %route,
-        status,
-        latency_ms = seconds * 1e3,
-        client = %client,
-    );
+    seen.record(&state, response.status().as_u16());
     response
+}
+
+/// What metrics and the access log say of a request, taken as it arrives.
+struct Seen {
+    start: Instant,
+    method: &'static str,
+    route: String,
+    id: RequestId,
+    client: String,
+}
+
+impl Seen {
+    fn of(state: &AppState, request: &Request) -> Self {
+        Self {
+            start: Instant::now(),
+            method: method_label(request.method()),
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str)
+                .to_string(),
+            id: RequestId::from_headers(request.headers()),
+            client: client_key(state, request),
+        }
+    }
+
+    /// Counts the answer in the metrics and writes its access-log line.
+    fn record(&self, state: &AppState, status: u16) {
+        let seconds = self.start.elapsed().as_secs_f64();
+        state
+            .metrics
+            .observe_request(self.method, &self.route, status, seconds);
+        tracing::info!(
+            target: "kiln::access",
+            request_id = %self.id.0,
+            method = %self.method,
+            route = %self.route,
+            status,
+            latency_ms = seconds * 1e3,
+            client = %self.client,
+        );
+    }
+}
+
+/// Lets a request in, or says why not: 429 over its rate limit, 503 when the server already
+/// handles `max_concurrency` requests. Inference and admin requests hold a permit while they
+/// run; the others (health, metrics) are never refused.
+fn admit(
+    state: &Arc<AppState>,
+    class: Option<LimitClass>,
+    decision: Option<&Decision>,
+) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    if let Some(d) = decision.filter(|d| !d.allowed) {
+        state.metrics.rate_limited();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many requests from this client; retry in {} s",
+                d.retry_after_seconds
+            ),
+        )
+        .retry_after(d.retry_after_seconds));
+    }
+    if class.is_none() {
+        return Ok(None);
+    }
+    match Arc::clone(&state.concurrency).try_acquire_owned() {
+        Ok(permit) => Ok(Some(permit)),
+        Err(_) => {
+            state.metrics.overloaded();
+            Err(ApiError::overloaded(
+                "the server is handling as many requests as it may; retry",
+            ))
+        }
+    }
+}
+
+/// Runs the handler, answering 503 for it if it is still running at the deadline's backstop.
+/// Admin work (a reload) is not cut off half way.
+async fn run_until_backstop(
+    next: Next,
+    request: Request,
+    class: Option<LimitClass>,
+    deadline: Deadline,
+    shape: ErrorShape,
+) -> Response {
+    if class == Some(LimitClass::Admin) {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(deadline.backstop(), next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => shape.respond(deadline_exceeded()),
+    }
 }
 
 /// Counts a request in flight until dropped, which also covers a client that hangs up.

@@ -45,33 +45,87 @@ pub async fn serve(
 /// Completes on SIGTERM or Ctrl-C. On Unix, SIGHUP meanwhile reloads the model from the path
 /// served at start (a bad artifact is refused and logged; the old one keeps serving).
 pub async fn shutdown_signal(state: Arc<AppState>) {
+    reload_on_sighup(state, terminated()).await;
+}
+
+/// Until `stop` completes, reloads the model from the path served at start on each SIGHUP.
+/// Where there is no SIGHUP (not Unix, or the handler cannot be installed), only waits.
+pub async fn reload_on_sighup(state: Arc<AppState>, stop: impl Future<Output = ()>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
-        loop {
-            tokio::select! {
-                _ = &mut ctrl_c => return,
-                _ = term.recv() => return,
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading the model");
-                    let state = Arc::clone(&state);
-                    tokio::spawn(async move { let _ = state.reload(None).await; });
-                }
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => reload_until(state, hangups, stop).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /admin/reload");
+                stop.await;
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = state;
-        let _ = tokio::signal::ctrl_c().await;
+        stop.await;
     }
+}
+
+/// Where requests to reload the model come from: SIGHUP, or a channel (in tests, or for an
+/// embedding program's own trigger).
+pub trait ReloadRequests: Send {
+    /// Waits for the next request; `None` once no more can come.
+    fn next(&mut self) -> impl Future<Output = Option<()>> + Send;
+}
+
+#[cfg(unix)]
+impl ReloadRequests for tokio::signal::unix::Signal {
+    fn next(&mut self) -> impl Future<Output = Option<()>> + Send {
+        self.recv()
+    }
+}
+
+impl ReloadRequests for tokio::sync::mpsc::Receiver<()> {
+    fn next(&mut self) -> impl Future<Output = Option<()>> + Send {
+        self.recv()
+    }
+}
+
+/// Until `stop` completes, reloads the model from the path served at start on each of
+/// `requests`. Each reload runs on its own task, so a slow load never delays `stop`; reloads
+/// queue one after another. Once `requests` ends, only waits for `stop`.
+pub async fn reload_until(
+    state: Arc<AppState>,
+    mut requests: impl ReloadRequests,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            request = requests.next() => {
+                if request.is_none() {
+                    break;
+                }
+                tracing::info!("reload requested: reloading the model");
+                let state = Arc::clone(&state);
+                tokio::spawn(async move { let _ = state.reload(None).await; });
+            }
+        }
+    }
+    stop.await;
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use burn::tensor::Device;
 use serde::Serialize;
@@ -41,8 +40,6 @@ pub struct AppState {
     pub device: Device,
     /// Serialises reloads.
     reload_lock: tokio::sync::Mutex<()>,
-    /// When the server started.
-    pub started: Instant,
 }
 
 /// What a successful reload did.
@@ -106,7 +103,6 @@ impl AppState {
             draining: AtomicBool::new(false),
             device,
             reload_lock: tokio::sync::Mutex::new(()),
-            started: Instant::now(),
             config,
         })
     }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{media_type, read_body};
+use super::body::{media_type, read_body};
 use crate::error::ApiError;
 use crate::state::{AppState, ReloadOutcome};
 

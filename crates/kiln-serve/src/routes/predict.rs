@@ -10,15 +10,13 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    INLINE_PARSE_LIMIT, argmax, deadline_passed, media_type, parse_off_executor, read_body,
-    run_model,
-};
+use super::body::{INLINE_PARSE_LIMIT, media_type, parse_off_executor, read_body};
+use super::inference::{argmax, run_model};
 use crate::error::ApiError;
 use crate::fit::Invert;
 use crate::input::{self, ImageLimits, Scale};
-use crate::middleware::{Deadline, RequestId};
 use crate::numbers::{Instance, bounded_instances};
+use crate::request::{Deadline, RequestId, deadline_exceeded};
 use crate::state::AppState;
 
 /// The JSON body.
@@ -181,7 +179,7 @@ fn decode(
         .enumerate()
         .map(|(i, instance)| {
             if Instant::now() > deadline {
-                return Err(deadline_passed());
+                return Err(deadline_exceeded());
             }
             input::pixels_from_instance(instance, request.scale, limits, invert, &mut budget)
                 .map_err(|mut e| {

@@ -1,5 +1,6 @@
 //! Integration tests for kiln-serve: through `app(...).oneshot(...)` and over real sockets.
 
+mod backends;
 mod bad_input;
 mod batching;
 mod fuzz;
@@ -77,8 +78,25 @@ pub fn cnn_artifact(seed: u64) -> (tempfile::TempDir, PathBuf) {
 
 /// Server state for the artifact at `dir` with `config` and an admin key of "secret".
 pub fn state(dir: &Path, config: ServeConfig) -> Arc<AppState> {
-    let model = LoadedModel::load(dir, &Device::flex()).expect("load artifact");
+    state_on(dir, config, &Device::flex())
+}
+
+/// As [`state`], with the model on `device`.
+pub fn state_on(dir: &Path, config: ServeConfig, device: &Device) -> Arc<AppState> {
+    let model = LoadedModel::load(dir, device).expect("load artifact");
     AppState::new(config, model, dir.to_path_buf(), Some("secret".into()))
+}
+
+/// Polls `done` every 5 ms until it holds or `within` has passed; whether it held.
+pub async fn wait_until(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    true
 }
 
 /// An answer: status, headers and the body as JSON (`Value::Null` when it is not JSON).

@@ -1,11 +1,11 @@
-//! Over a real socket on loopback: concurrent clients, and a graceful shutdown that loses none
-//! of the requests in flight.
+//! Over a real socket on loopback: concurrent clients, a graceful shutdown that loses none of
+//! the requests in flight, and a client that stalls half way through its body.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use kiln_serve::ServeConfig;
-use kiln_serve::config::BatchingConfig;
+use kiln_serve::config::{BatchingConfig, LimitsConfig};
 use serde_json::json;
 
 use crate::*;
@@ -113,10 +113,10 @@ async fn shutdown_finishes_requests_in_flight() {
         }));
     }
     // Wait until all eight are inside the server, then ask it to stop.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while state.metrics.in_flight_now() < 8 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(Duration::from_secs(10), || {
+        state.metrics.in_flight_now() >= 8
+    })
+    .await;
     stop.send(()).unwrap();
     for client in clients {
         let (status, body) = client.await.unwrap().expect("request in flight was lost");
@@ -134,4 +134,65 @@ async fn shutdown_finishes_requests_in_flight() {
     .await
     .unwrap();
     assert!(refused.is_err(), "a request after shutdown was answered");
+}
+
+/// Sends `head` and then `partial_body` on a fresh connection to `addr`, stops sending, and
+/// returns whatever the server answers until it closes the connection (or `patience` passes).
+fn stall_after(addr: SocketAddr, head: &str, partial_body: &[u8], patience: Duration) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(patience)).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(partial_body).unwrap();
+    stream.flush().unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0; 4096];
+    // Read until the answer's JSON body has arrived; the connection stays open otherwise.
+    while !answer.ends_with(b"}") {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_gets_408_over_the_socket() {
+    let (_tmp, dir) = mlp_artifact(53);
+    let config = ServeConfig {
+        limits: LimitsConfig {
+            request_timeout_ms: 300,
+            ..LimitsConfig::default()
+        },
+        ..ServeConfig::default()
+    };
+    let (addr, stop, server) = start(state(&dir, config)).await;
+    let head = "POST /predict HTTP/1.1\r\nhost: localhost\r\n\
+                content-type: application/json\r\ncontent-length: 4000\r\n\r\n";
+    let started = std::time::Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        stall_after(
+            addr,
+            head,
+            b"{\"instances\": [[0, 0, 0",
+            Duration::from_secs(10),
+        )
+    })
+    .await
+    .unwrap();
+    let waited = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
+    // Answered at the body deadline (the middleware's backstop would have been a 503), not
+    // before it and not when the client gave up.
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server stopped")
+        .unwrap();
 }
