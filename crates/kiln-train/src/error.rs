@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 /// A boxed error kept as the `source` of a [`TrainError`], so the cause survives.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What can stop a training run or an evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,15 @@ pub enum TrainError {
         /// The error underneath, when there is one.
         #[source]
         source: Option<BoxError>,
+    },
+    /// Another process is training this run directory now.
+    #[error(
+        "{}: another kiln process is training this run; wait for it to finish or stop it first",
+        path.display()
+    )]
+    RunInUse {
+        /// The run directory.
+        path: PathBuf,
     },
     /// burn could not serialise a record (a bug or an exhausted machine, not the user's input).
     #[error("{}: cannot serialise {what}", path.display())]
@@ -54,7 +63,7 @@ impl TrainError {
     #[must_use]
     pub fn is_user_input(&self) -> bool {
         match self {
-            Self::Config(_) | Self::Checkpoint { .. } => true,
+            Self::Config(_) | Self::Checkpoint { .. } | Self::RunInUse { .. } => true,
             Self::Data(e) => e.is_user_input(),
             Self::Model(e) => e.is_user_input(),
             Self::Record { .. } | Self::Io { .. } => false,

@@ -1,5 +1,7 @@
 //! Training for kiln: configs, run directories, the training loop, checkpoints and exact resume.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -8,8 +10,10 @@ pub mod eval;
 mod observer;
 pub mod optimizer;
 pub mod run;
+pub mod runs;
 pub mod schedule;
 pub mod step;
+pub mod sweep;
 mod tracking;
 mod trainer;
 

@@ -1,5 +1,5 @@
 //! Run directories: `<root>/<name>/<YYYYMMDD-HHMMSS>/`, never reused by a new run, holding the
-//! resolved config, `run.json`, TensorBoard event files, checkpoints, artifacts and the log.
+//! resolved config, `run.json`, `TensorBoard` event files, checkpoints, artifacts and the log.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use crate::error::TrainError;
 pub const CONFIG_FILE: &str = "config.toml";
 /// Name of the run record inside a run directory.
 pub const RUN_FILE: &str = "run.json";
+/// Name of the lock file inside a run directory (held while a process trains the run).
+pub const LOCK_FILE: &str = ".lock";
 /// Name of the log file inside a run directory.
 pub const LOG_FILE: &str = "train.log";
 
@@ -39,6 +41,9 @@ pub struct RunRecord {
     pub id: String,
     /// Command lines that started and resumed the run.
     pub argv: Vec<Vec<String>>,
+    /// The `--set key=value` overrides the run was started with (a sweep trial's point).
+    #[serde(default)]
+    pub overrides: Vec<String>,
     /// Source revision, when the working directory is a git checkout.
     pub git_commit: Option<String>,
     /// kiln's version.
@@ -169,6 +174,29 @@ impl RunDir {
             config,
             record,
         })
+    }
+
+    /// Takes the run's lock, held until the returned file is dropped (or the process dies), so
+    /// that two processes never train one run at once (a resumed sweep and a trial it left
+    /// running, say).
+    ///
+    /// # Errors
+    /// [`TrainError::RunInUse`] when another process holds it, [`TrainError::Io`] otherwise.
+    pub fn lock(&self) -> Result<std::fs::File, TrainError> {
+        let path = self.path.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| TrainError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(TrainError::RunInUse {
+                path: self.path.clone(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(TrainError::io(&path, e)),
+        }
     }
 
     /// Writes `run.json` atomically.

@@ -22,13 +22,19 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Evaluate a run or model artifact: accuracy, per-class accuracy, confusion matrix.
     Eval(commands::eval::EvalArgs),
+    /// Export a run or model artifact for other runtimes (ONNX).
+    Export(commands::export::ExportArgs),
     /// Fetch and verify datasets.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
     /// Measure training and inference throughput on this machine.
     Bench(commands::bench::BenchArgs),
-    /// Serve a trained model over HTTP: /predict and the KServe v2 protocol.
+    /// Serve a trained model over HTTP: /predict and the `KServe` v2 protocol.
     Serve(commands::serve::ServeArgs),
+    /// List the runs below a directory with the hyperparameters that differ, or diff two runs.
+    Runs(commands::runs::RunsArgs),
+    /// Train a grid of configs (locally, or as a Kubernetes or Slurm job), resumably.
+    Sweep(commands::sweep::SweepArgs),
 }
 
 /// An error in how kiln was invoked (exit code 2).
@@ -51,9 +57,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(&args),
+        Command::Export(args) => commands::export::run(&args),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(args) => commands::bench::run(&args),
         Command::Serve(args) => commands::serve::run(&args),
+        Command::Runs(args) => commands::runs::run(&args),
+        Command::Sweep(args) => commands::sweep::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -20,7 +20,7 @@ use crate::{UsageError, device};
 
 /// `kiln bench`
 #[derive(Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Which model(s) to measure.
     #[arg(long, value_enum, default_value = "all")]
     model: Which,
@@ -45,7 +45,7 @@ enum Which {
     All,
 }
 
-pub fn run(args: &BenchArgs) -> Result<u8> {
+pub(crate) fn run(args: &BenchArgs) -> Result<u8> {
     let (device, device_name) =
         device::parse(&args.device).map_err(|e| UsageError(format!("{e:#}")))?;
     let dataset = kiln_data::load(&args.data, DatasetFormat::Idx, 10, [28, 28])?;

@@ -7,7 +7,7 @@ use kiln_data::fetch::{self, FetchSource};
 
 /// `kiln data ...`
 #[derive(Subcommand)]
-pub enum DataCommand {
+pub(crate) enum DataCommand {
     /// Fetch a known dataset (mnist, fashion-mnist), verifying every file's SHA-256.
     Fetch {
         /// Dataset name.
@@ -32,7 +32,7 @@ pub enum DataCommand {
     List,
 }
 
-pub fn run(command: DataCommand) -> Result<u8> {
+pub(crate) fn run(command: DataCommand) -> Result<u8> {
     match command {
         DataCommand::Fetch {
             name,

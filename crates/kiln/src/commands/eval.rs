@@ -9,7 +9,7 @@ use crate::{UsageError, device};
 
 /// `kiln eval`
 #[derive(Args)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// A run directory (its best artifact is used) or a model artifact directory.
     #[arg(value_name = "RUN_OR_ARTIFACT")]
     path: PathBuf,
@@ -45,30 +45,29 @@ enum Format {
     Folder,
 }
 
-pub fn run(args: &EvalArgs) -> Result<u8> {
+pub(crate) fn run(args: &EvalArgs) -> Result<u8> {
     let (device, device_name) =
         device::parse(&args.device).map_err(|e| UsageError(format!("{e:#}")))?;
     let artifact = kiln_model::artifact::load(&args.path, &device)?;
     let manifest = &artifact.manifest;
-    let (dir, format) = match &args.data {
-        Some(dir) => (
+    let (dir, format) = if let Some(dir) = &args.data {
+        (
             dir.clone(),
             match args.format {
                 Format::Idx => DatasetFormat::Idx,
                 Format::Folder => DatasetFormat::Folder,
             },
-        ),
-        None => {
-            let config_path =
-                PathBuf::from(&manifest.lineage.run_dir).join(kiln_train::run::CONFIG_FILE);
-            let config = TrainConfig::load(&config_path, &[]).map_err(|_| {
-                UsageError(format!(
-                    "cannot find the dataset this model was trained on ({} is not readable): pass --data <dir>",
-                    config_path.display()
-                ))
-            })?;
-            (config.data.dir, config.data.format)
-        }
+        )
+    } else {
+        let config_path =
+            PathBuf::from(&manifest.lineage.run_dir).join(kiln_train::run::CONFIG_FILE);
+        let config = TrainConfig::load(&config_path, &[]).map_err(|_| {
+            UsageError(format!(
+                "cannot find the dataset this model was trained on ({} is not readable): pass --data <dir>",
+                config_path.display()
+            ))
+        })?;
+        (config.data.dir, config.data.format)
     };
     let [_, height, width] = manifest.input_shape;
     let dataset = kiln_data::load(&dir, format, manifest.num_classes(), [height, width])

@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
-pub mod bench;
-pub mod data;
-pub mod eval;
-pub mod serve;
-pub mod train;
+pub(crate) mod bench;
+pub(crate) mod data;
+pub(crate) mod eval;
+pub(crate) mod export;
+pub(crate) mod runs;
+pub(crate) mod serve;
+pub(crate) mod sweep;
+pub(crate) mod train;

@@ -1,4 +1,4 @@
-//! `kiln serve`: answer `/predict` and the KServe v2 protocol for a trained model.
+//! `kiln serve`: answer `/predict` and the `KServe` v2 protocol for a trained model.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use crate::{UsageError, device};
 
 /// `kiln serve`
 #[derive(Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// A run directory (its best artifact is served) or a model artifact directory.
     #[arg(long, value_name = "RUN_OR_ARTIFACT")]
     model: PathBuf,
@@ -32,7 +32,7 @@ pub struct ServeArgs {
     log_json: bool,
 }
 
-pub fn run(args: &ServeArgs) -> Result<u8> {
+pub(crate) fn run(args: &ServeArgs) -> Result<u8> {
     init_logging(args.log_json);
     let started = Instant::now();
     let mut config = match &args.config {

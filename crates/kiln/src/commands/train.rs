@@ -11,7 +11,7 @@ use crate::{EXIT_INTERRUPTED, UsageError, device};
 
 /// `kiln train`
 #[derive(Args)]
-pub struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// The TOML config (see configs/).
     #[arg(long, short, value_name = "FILE", required_unless_present = "resume")]
     config: Option<PathBuf>,
@@ -41,7 +41,7 @@ pub struct TrainArgs {
     plain: bool,
 }
 
-pub fn run(args: TrainArgs) -> Result<u8> {
+pub(crate) fn run(args: TrainArgs) -> Result<u8> {
     let argv: Vec<String> = std::env::args().collect();
     let mut run = if let Some(dir) = &args.resume {
         RunDir::open(dir, argv)?
@@ -64,7 +64,9 @@ pub fn run(args: TrainArgs) -> Result<u8> {
         }
         let (_, device_name) =
             device::parse(&config.experiment.device).map_err(|e| UsageError(format!("{e:#}")))?;
-        RunDir::create(&config, argv, &device_name)?
+        let mut run = RunDir::create(&config, argv, &device_name)?;
+        run.record.overrides.clone_from(&args.set);
+        run
     };
     let device_spec = args
         .device
@@ -73,6 +75,7 @@ pub fn run(args: TrainArgs) -> Result<u8> {
     let (device, device_name) =
         device::parse(&device_spec).map_err(|e| UsageError(format!("{e:#}")))?;
     run.record.device = device_name;
+    let _lock = run.lock()?;
     init_logging(&run.path)?;
 
     let stop = Arc::new(AtomicBool::new(false));

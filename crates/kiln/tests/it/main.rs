@@ -1,6 +1,9 @@
 //! End-to-end tests of the `kiln` binary: exit codes, messages and the run it leaves behind.
 
+mod export;
 mod faults;
+mod runs;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -260,7 +263,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
         .spawn()
         .unwrap();
     // Wait until training has written its first checkpoint, then interrupt.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
     let run_dir = loop {
         let found = std::fs::read_dir(root.path().join("smoke"))
             .ok()
