@@ -3,6 +3,8 @@
 //! Nothing here knows about models, training or serving; [`preprocess`] is the single place
 //! pixels become model inputs, shared by training and serving.
 
+#![warn(missing_docs)]
+
 pub mod checksum;
 pub mod dataset;
 mod error;

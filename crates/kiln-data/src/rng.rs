@@ -1,4 +1,6 @@
-/// A small, fast, seedable generator (SplitMix64).
+//! Reproducible randomness from a seed alone.
+
+/// A small, fast, seedable generator (`SplitMix64`).
 ///
 /// Used wherever kiln needs randomness that must be reproducible from a seed alone: shuffling,
 /// augmentation and per-step seeds. Its whole state is one `u64`, so any position in a run can

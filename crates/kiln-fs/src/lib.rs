@@ -4,6 +4,8 @@
 //! Every step passes through a [`failpoint`], which the `failpoints` feature lets tests turn
 //! into an error (see [`failpoint`]); without the feature it compiles to nothing.
 
+#![warn(missing_docs)]
+
 use std::io::{self, Write};
 use std::path::Path;
 

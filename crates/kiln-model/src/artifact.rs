@@ -265,7 +265,9 @@ pub fn save(dir: &Path, model: &Model, mut manifest: Manifest) -> Result<Manifes
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("weights-")
-                && name.ends_with(".bpk")
+                && Path::new(&name)
+                    .extension()
+                    .is_some_and(|ext| ext.eq_ignore_ascii_case("bpk"))
                 && name != manifest.weights_file
             {
                 let _ = std::fs::remove_file(entry.path());

@@ -94,6 +94,7 @@ impl Cnn {
     /// # Shapes
     /// - images: `[batch, channels, height, width]`
     /// - output: `[batch, classes]`
+    #[must_use]
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.activation.forward(self.conv1.forward(images));
         let x = self.activation.forward(self.conv2.forward(x));

@@ -2,6 +2,8 @@
 //!
 //! Knows nothing of training or serving: both build on [`Model`] and [`artifact`].
 
+#![warn(missing_docs)]
+
 pub mod artifact;
 mod cnn;
 mod error;

@@ -63,6 +63,7 @@ impl Mlp {
     /// # Shapes
     /// - images: `[batch, channels, height, width]`
     /// - output: `[batch, classes]`
+    #[must_use]
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x: Tensor<2> = images.flatten(1, 3);
         for layer in &self.hidden {

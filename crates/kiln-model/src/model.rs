@@ -88,6 +88,7 @@ impl Model {
     /// # Shapes
     /// - images: `[batch, channels, height, width]`
     /// - output: `[batch, classes]`
+    #[must_use]
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
             Self::Mlp(m) => m.forward(images),

@@ -165,13 +165,15 @@ impl Worker {
     /// Waits for a first job, then gathers more until the batch is full or `max_delay` has
     /// passed since the first. `None` once the queue is closed and empty.
     fn collect(&mut self) -> Option<Vec<Job>> {
-        let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
-        let first = match self.carry.take() {
-            Some(job) => job,
-            None => {
-                let job = rx.recv().ok()?;
-                self.take(job)
-            }
+        let rx = self
+            .rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = if let Some(job) = self.carry.take() {
+            job
+        } else {
+            let job = rx.recv().ok()?;
+            self.take(job)
         };
         let window = Instant::now() + self.max_delay;
         let mut images = first.n;

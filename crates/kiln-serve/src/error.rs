@@ -1,5 +1,5 @@
 //! Errors: [`ServeError`] for starting and reloading, [`ApiError`] for what a request gets back,
-//! and [`V2Error`], the same answer in the KServe v2 shape.
+//! and [`V2Error`], the same answer in the `KServe` v2 shape.
 
 use std::path::PathBuf;
 

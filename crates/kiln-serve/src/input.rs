@@ -91,28 +91,25 @@ pub fn pixels_from_numbers(values: &[f64], scale: Scale) -> Result<Vec<u8>, ApiE
         Scale::Auto => Scale::Unit,
         s => s,
     };
-    match scale {
-        Scale::U8 => {
-            if max > 255.0 {
-                return Err(ApiError::bad_request(
-                    "bad_pixels",
-                    format!("u8 pixel values must be 0-255, found {max}"),
-                ));
-            }
-            Ok(values.iter().map(|&v| v.round() as u8).collect())
+    if scale == Scale::U8 {
+        if max > 255.0 {
+            return Err(ApiError::bad_request(
+                "bad_pixels",
+                format!("u8 pixel values must be 0-255, found {max}"),
+            ));
         }
-        _ => {
-            if max > 1.0 {
-                return Err(ApiError::bad_request(
-                    "bad_pixels",
-                    format!("unit pixel values must be in [0, 1], found {max}"),
-                ));
-            }
-            Ok(values
-                .iter()
-                .map(|&v| kiln_data::preprocess::unit_to_u8(v as f32))
-                .collect())
+        Ok(values.iter().map(|&v| v.round() as u8).collect())
+    } else {
+        if max > 1.0 {
+            return Err(ApiError::bad_request(
+                "bad_pixels",
+                format!("unit pixel values must be in [0, 1], found {max}"),
+            ));
         }
+        Ok(values
+            .iter()
+            .map(|&v| kiln_data::preprocess::unit_to_u8(v as f32))
+            .collect())
     }
 }
 

@@ -1,4 +1,4 @@
-//! Serving for kiln: the HTTP server behind `kiln serve` (`/predict`, KServe v2, dynamic
+//! Serving for kiln: the HTTP server behind `kiln serve` (`/predict`, `KServe` v2, dynamic
 //! batching, limits, metrics and hot reload).
 //!
 //! Builds on `kiln-model`'s artifact and `kiln-data`'s `preprocess()`; knows nothing of

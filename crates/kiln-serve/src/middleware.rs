@@ -82,7 +82,7 @@ fn rate_headers(response: &mut Response, d: &Decision) {
 }
 
 /// The middleware; see the module docs.
-pub async fn observe(
+pub(crate) async fn observe(
     State(state): State<Arc<AppState>>,
     mut request: Request,
     next: Next,
@@ -181,14 +181,13 @@ fn admit(
     if class.is_none() {
         return Ok(None);
     }
-    match Arc::clone(&state.concurrency).try_acquire_owned() {
-        Ok(permit) => Ok(Some(permit)),
-        Err(_) => {
-            state.metrics.overloaded();
-            Err(ApiError::overloaded(
-                "the server is handling as many requests as it may; retry",
-            ))
-        }
+    if let Ok(permit) = Arc::clone(&state.concurrency).try_acquire_owned() {
+        Ok(Some(permit))
+    } else {
+        state.metrics.overloaded();
+        Err(ApiError::overloaded(
+            "the server is handling as many requests as it may; retry",
+        ))
     }
 }
 

@@ -122,12 +122,20 @@ impl ModelSlot {
     /// The model in use now.
     #[must_use]
     pub fn get(&self) -> Arc<LoadedModel> {
-        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Swaps in `model`, returning the one it replaces.
     pub fn swap(&self, model: LoadedModel) -> Arc<LoadedModel> {
-        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         std::mem::replace(&mut *guard, Arc::new(model))
     }
 

@@ -34,7 +34,7 @@ impl Flat {
 }
 
 /// Feeds one JSON value into a [`Flat`].
-pub struct FlatSeed<'a> {
+pub(crate) struct FlatSeed<'a> {
     /// Where numbers go.
     pub out: &'a mut Flat,
     /// Array depth of the value (the outermost array is 1).
@@ -146,13 +146,15 @@ const INSTANCE_FORMS: &str = "an instance is 784 numbers, a base64 image or {\"b
 
 /// Most instances (images) any request may carry, whatever the config says: parsing stops
 /// here, so a body of empty instances cannot make the server allocate without bound.
-pub const MAX_INSTANCES: usize = 4096;
+pub(crate) const MAX_INSTANCES: usize = 4096;
 
 /// `instances`, refused past [`MAX_INSTANCES`] while parsing.
 ///
 /// # Errors
 /// The deserializer's error, or one naming the cap.
-pub fn bounded_instances<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Instance>, D::Error> {
+pub(crate) fn bounded_instances<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Instance>, D::Error> {
     struct Bounded;
     impl<'de> Visitor<'de> for Bounded {
         type Value = Vec<Instance>;

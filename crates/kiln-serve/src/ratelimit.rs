@@ -79,7 +79,10 @@ impl TokenBuckets {
             LimitClass::Admin => self.admin,
         };
         let burst = f64::from(budget.burst);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if buckets.len() >= MAX_BUCKETS {
             // Drop buckets that have refilled (their clients are idle); if that frees nothing,
             // many clients are active at once: start everyone afresh rather than grow without

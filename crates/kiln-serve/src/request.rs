@@ -10,15 +10,15 @@ use axum::http::{HeaderMap, HeaderName, StatusCode};
 use crate::error::ApiError;
 
 /// The header that carries a request id, both ways.
-pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The id of a request: the client's `x-request-id` when it sent a sane one, else a new one.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub(crate) struct RequestId(pub String);
 
 impl RequestId {
     /// The id for a request with `headers`.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let id = headers
             .get(&REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -46,7 +46,7 @@ fn new_request_id() -> String {
 
 /// When the request must be answered by.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
+pub(crate) struct Deadline(pub Instant);
 
 /// How long past its deadline a request may run before the middleware answers for it.
 const BACKSTOP_GRACE: Duration = Duration::from_millis(500);
@@ -55,13 +55,13 @@ impl Deadline {
     /// How long the middleware lets a handler run from now: handlers enforce the deadline
     /// themselves (408 for a slow body, 503 for a late answer), and this backstop, a little
     /// later, catches anything that does not.
-    pub fn backstop(self) -> Duration {
+    pub(crate) fn backstop(self) -> Duration {
         self.0.saturating_duration_since(Instant::now()) + BACKSTOP_GRACE
     }
 }
 
 /// The answer for a request whose deadline passed: 503 with `Retry-After: 1`.
-pub fn deadline_exceeded() -> ApiError {
+pub(crate) fn deadline_exceeded() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "deadline_exceeded",

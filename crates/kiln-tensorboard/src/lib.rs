@@ -1,6 +1,8 @@
-//! TensorBoard event files for kiln: a writer and a reader of scalars, histograms, images and hparams.
+//! `TensorBoard` event files for kiln: a writer and a reader of scalars, histograms, images and hparams.
 //!
 //! Written on `prost` and `crc32c` directly: no TensorFlow, no `protoc`, no burn.
+
+#![warn(missing_docs)]
 
 pub mod proto;
 pub mod reader;

@@ -1,4 +1,4 @@
-//! The subset of TensorFlow's and TensorBoard's protocol buffers that event files need, written
+//! The subset of TensorFlow's and `TensorBoard`'s protocol buffers that event files need, written
 //! out by hand with `prost` derives (no `protoc` at build time). Field numbers follow
 //! `tensorflow/core/util/event.proto`, `framework/summary.proto`, `framework/tensor.proto` and
 //! `tensorboard/plugins/hparams/{api,plugin_data}.proto`.

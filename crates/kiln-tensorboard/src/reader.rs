@@ -1,3 +1,5 @@
+//! Reading event files back: scalars, histograms, images, hparams and session starts.
+
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -140,7 +142,7 @@ pub fn read_events(path: &Path) -> Result<EventLog, ReadError> {
         match event.what {
             Some(event::What::FileVersion(v)) => log.file_version = Some(v),
             Some(event::What::SessionLog(s)) if s.status == 1 => {
-                log.session_starts.push(event.step)
+                log.session_starts.push(event.step);
             }
             Some(event::What::Summary(summary)) => {
                 for value in summary.value {

@@ -1,4 +1,4 @@
-//! TFRecord framing of event files: `u64` length (little-endian), masked CRC-32C of the length,
+//! `TFRecord` framing of event files: `u64` length (little-endian), masked CRC-32C of the length,
 //! the payload, masked CRC-32C of the payload.
 
 use std::io::{Read, Write};

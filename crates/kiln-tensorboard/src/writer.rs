@@ -9,7 +9,7 @@ use prost::Message;
 use crate::proto::{self, event, hparams_plugin_data, proto_value, summary_value};
 use crate::record::write_record;
 
-/// An hparam value as TensorBoard's HParams tab shows it.
+/// An hparam value as `TensorBoard`'s `HParams` tab shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HParamValue {
     /// A number.
@@ -39,7 +39,7 @@ impl HParamValue {
     }
 }
 
-/// Writes one TensorBoard event file (`events.out.tfevents.<time>.<host>.<pid>.kiln`).
+/// Writes one `TensorBoard` event file (`events.out.tfevents.<time>.<host>.<pid>.kiln`).
 ///
 /// Records are buffered; call [`EventWriter::flush`] at points where a reader should see them.
 #[derive(Debug)]
@@ -96,7 +96,7 @@ impl EventWriter {
         &self.path
     }
 
-    /// Marks a (re)start at `step`: TensorBoard then discards events of earlier sessions with a
+    /// Marks a (re)start at `step`: `TensorBoard` then discards events of earlier sessions with a
     /// step at or after this one, so a resumed run shows one clean curve.
     ///
     /// # Errors
@@ -165,7 +165,7 @@ impl EventWriter {
     }
 
     /// The hparams plugin's experiment description and this session's hyperparameter values, so
-    /// TensorBoard's HParams tab lists the run with its settings and `metrics` (scalar tags).
+    /// `TensorBoard`'s `HParams` tab lists the run with its settings and `metrics` (scalar tags).
     ///
     /// # Errors
     /// The I/O error of writing.
@@ -316,7 +316,7 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Builds an equal-width histogram; TensorBoard reads `bucket_limit[i]` as the right edge of
+/// Builds an equal-width histogram; `TensorBoard` reads `bucket_limit[i]` as the right edge of
 /// bucket `i`, the left edge of the first being `min`.
 #[must_use]
 pub fn histogram(values: &[f32], buckets: usize) -> proto::HistogramProto {

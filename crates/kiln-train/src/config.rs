@@ -22,7 +22,7 @@ pub struct TrainConfig {
     pub model: Architecture,
     /// Optimisation.
     pub training: TrainingConfig,
-    /// TensorBoard and checkpoints.
+    /// `TensorBoard` and checkpoints.
     pub logging: LoggingConfig,
 }
 
@@ -192,9 +192,9 @@ pub struct OptimizerConfig {
     pub beta1: f32,
     /// Adam/AdamW second-moment decay.
     pub beta2: f32,
-    /// Adam/AdamW epsilon (PyTorch's default 1e-8).
+    /// Adam/AdamW epsilon (`PyTorch`'s default 1e-8).
     pub epsilon: f32,
-    /// L2 penalty (Adam, SGD) or decoupled weight decay (AdamW).
+    /// L2 penalty (Adam, SGD) or decoupled weight decay (`AdamW`).
     pub weight_decay: f32,
     /// SGD momentum (0 = plain SGD).
     pub momentum: f64,
@@ -223,7 +223,7 @@ impl Default for OptimizerConfig {
 pub enum OptimizerKind {
     /// Adam (L2 weight decay).
     Adam,
-    /// AdamW (decoupled weight decay).
+    /// `AdamW` (decoupled weight decay).
     Adamw,
     /// Stochastic gradient descent with optional momentum.
     Sgd,

@@ -28,6 +28,7 @@ pub fn train_step(
 }
 
 /// How many rows of `logits` have their arg-max at the label.
+#[must_use]
 pub fn correct_count(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1, Int> {
     let n = labels.dims()[0];
     logits.argmax(1).reshape([n]).equal(labels).int().sum()

@@ -1,4 +1,4 @@
-//! What a run records in TensorBoard beyond plain scalars: hyperparameters, weight histograms
+//! What a run records in `TensorBoard` beyond plain scalars: hyperparameters, weight histograms
 //! and a picture of misclassified validation items.
 
 use std::collections::BTreeMap;
@@ -9,12 +9,12 @@ use kiln_tensorboard::{EventWriter, HParamValue};
 
 use crate::config::{NormalizationChoice, TrainConfig};
 
-/// Scalar tags the HParams tab compares runs on.
-pub const HPARAM_METRICS: [&str; 2] = ["valid/accuracy", "valid/loss"];
+/// Scalar tags the `HParams` tab compares runs on.
+pub(crate) const HPARAM_METRICS: [&str; 2] = ["valid/accuracy", "valid/loss"];
 
-/// The hyperparameters shown in TensorBoard's HParams tab.
+/// The hyperparameters shown in `TensorBoard`'s `HParams` tab.
 #[must_use]
-pub fn hparams(config: &TrainConfig) -> BTreeMap<String, HParamValue> {
+pub(crate) fn hparams(config: &TrainConfig) -> BTreeMap<String, HParamValue> {
     use HParamValue::{Number, Text};
     let t = &config.training;
     let mut h = BTreeMap::new();
@@ -70,7 +70,7 @@ pub fn hparams(config: &TrainConfig) -> BTreeMap<String, HParamValue> {
 ///
 /// # Errors
 /// The writer's I/O error.
-pub fn weight_histograms(
+pub(crate) fn weight_histograms(
     writer: &mut EventWriter,
     model: &Model,
     step: i64,
@@ -84,7 +84,7 @@ pub fn weight_histograms(
 /// Tiles up to `rows * cols` items of `set` (by index) into one grayscale grid, 2-pixel gaps.
 /// Returns `(pixels, height, width)`, or `None` when there is nothing to show.
 #[must_use]
-pub fn image_grid(
+pub(crate) fn image_grid(
     set: &ImageSet,
     items: &[usize],
     rows: usize,

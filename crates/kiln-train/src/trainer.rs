@@ -309,7 +309,7 @@ impl<'a> Trainer<'a> {
             let every = self.config.logging.checkpoint_every_steps;
             let stop_here = self.options.stop_after_step == Some(step);
             let periodic =
-                every > 0 && step % every == 0 && self.state.batch < self.steps_per_epoch;
+                every > 0 && step.is_multiple_of(every) && self.state.batch < self.steps_per_epoch;
             if periodic || stop_here {
                 interval.flush_into(&mut self.state);
                 self.save_checkpoint(clock.elapsed().as_secs_f64())?;
@@ -365,7 +365,11 @@ impl<'a> Trainer<'a> {
         let samples_per_sec = items as f64 / clock.elapsed().as_secs_f64().max(1e-9);
 
         let (mut loss, mut accuracy) = (None, None);
-        if self.state.global_step % config.logging.every_steps == 0 {
+        if self
+            .state
+            .global_step
+            .is_multiple_of(config.logging.every_steps)
+        {
             let (mean_loss, acc) = interval.flush_into(&mut self.state);
             let s = step_i64(self.state.global_step);
             let events = &mut self.events;

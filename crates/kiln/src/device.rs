@@ -5,14 +5,14 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 
 /// Device names accepted, for help texts.
-pub const HELP: &str =
+pub(crate) const HELP: &str =
     "cpu (burn's flex backend, the default), ndarray, wgpu, vulkan, cuda or cuda:N";
 
 /// The device for `name`, and its canonical name for records.
 ///
 /// # Errors
 /// An unknown name, or a backend this binary was built without (with the cargo feature to add).
-pub fn parse(name: &str) -> Result<(Device, String)> {
+pub(crate) fn parse(name: &str) -> Result<(Device, String)> {
     let name = name.trim().to_ascii_lowercase();
     match name.as_str() {
         "cpu" | "flex" => cpu(),

@@ -9,7 +9,7 @@ use kiln_train::checkpoint::EpochRecord;
 use kiln_train::{Observer, Resumed, StartInfo, StepProgress};
 
 /// Draws progress on standard error.
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     last_line: Instant,
     line_every: Duration,
@@ -18,7 +18,7 @@ pub struct Progress {
 
 impl Progress {
     /// A bar when standard error is a terminal (and `plain` is false), lines otherwise.
-    pub fn new(plain: bool) -> Self {
+    pub(crate) fn new(plain: bool) -> Self {
         Self {
             bar: None,
             last_line: Instant::now(),

@@ -83,7 +83,7 @@ fn resaving_replaces_weights_and_leaves_one_file() {
     .unwrap();
     let weights: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|e| e.file_name().to_string_lossy().ends_with(".bpk"))
         .collect();
     assert_eq!(weights.len(), 1);

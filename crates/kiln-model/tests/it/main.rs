@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use kiln_data::{DatasetFormat, ImageSet, Normalization, preprocess};
 
 /// The first `n` MNIST test images, normalised, as a `[n, 1, 28, 28]` tensor, and as floats.
+#[must_use]
 pub fn mnist_batch(n: usize, device: &Device) -> (Tensor<4>, Vec<f32>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist");
     let d = kiln_data::load(&dir, DatasetFormat::Idx, 10, [28, 28]).unwrap();
@@ -28,6 +29,7 @@ pub fn mnist_batch(n: usize, device: &Device) -> (Tensor<4>, Vec<f32>) {
 }
 
 /// A tensor's values as `f32`.
+#[must_use]
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().iter::<f32>().collect()
 }

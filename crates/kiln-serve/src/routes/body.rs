@@ -10,11 +10,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Bodies above this size are parsed on a blocking thread, not the async executor.
-pub const INLINE_PARSE_LIMIT: usize = 32 * 1024;
+pub(super) const INLINE_PARSE_LIMIT: usize = 32 * 1024;
 
 /// Reads a whole body, refusing (413) one over the configured limit before reading it all, and
 /// (408) one that does not arrive within the request's time.
-pub async fn read_body(
+pub(super) async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -60,11 +60,12 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 /// Whether reading stopped at the length limit: [`axum::body::to_bytes`] reports it as a
 /// [`LengthLimitError`] somewhere in the error's source chain.
 fn is_over_limit(error: &axum::Error) -> bool {
-    std::iter::successors(error.source(), |&e| e.source()).any(|e| e.is::<LengthLimitError>())
+    std::iter::successors(error.source(), |&e| e.source())
+        .any(<dyn std::error::Error + 'static>::is::<LengthLimitError>)
 }
 
 /// The media type of a request, lower-cased, without parameters.
-pub fn media_type(headers: &HeaderMap) -> String {
+pub(super) fn media_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -75,7 +76,7 @@ pub fn media_type(headers: &HeaderMap) -> String {
 
 /// Runs `parse` inline for small work, and for large work on the blocking pool, a few at a
 /// time (so a burst of image-heavy requests cannot hold hundreds of decoders in memory).
-pub async fn parse_off_executor<T: Send + 'static>(
+pub(super) async fn parse_off_executor<T: Send + 'static>(
     state: &AppState,
     heavy: bool,
     parse: impl FnOnce() -> Result<T, ApiError> + Send + 'static,

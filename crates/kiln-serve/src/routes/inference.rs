@@ -13,7 +13,7 @@ use crate::state::AppState;
 
 /// Normalises `images` (28x28 `u8` levels) with the model's own `preprocess()` table and runs
 /// them through the batcher on `model`.
-pub async fn run_model(
+pub(super) async fn run_model(
     state: &AppState,
     model: &Arc<LoadedModel>,
     images: &[Vec<u8>],
@@ -53,7 +53,7 @@ fn batch_error(state: &AppState, e: &BatchError) -> ApiError {
 }
 
 /// Index of the largest value.
-pub fn argmax(values: &[f32]) -> usize {
+pub(super) fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use crate::error::{ApiError, ErrorShape};
 use crate::state::AppState;
 
-/// The axum app for `state`: `/predict`, the KServe v2 routes, health, metrics and admin.
+/// The axum app for `state`: `/predict`, the `KServe` v2 routes, health, metrics and admin.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/predict", post(predict::predict))

@@ -16,12 +16,12 @@ use crate::error::ApiError;
 use crate::state::{AppState, ReloadOutcome};
 
 /// `GET /healthz`: the process is up.
-pub async fn healthz() -> Json<Value> {
+pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: a model is loaded and the server is not shutting down.
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let model = state.slot.get();
     if state.is_draining() {
         return (
@@ -40,7 +40,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let model = state.slot.get();
     let mut response = state
         .metrics
@@ -62,7 +62,7 @@ struct ReloadRequest {
 
 /// `POST /admin/reload`: loads a new artifact and swaps it in, or refuses it and keeps the old.
 /// Needs the admin key as `Authorization: Bearer <key>` or `x-admin-key`.
-pub async fn reload(
+pub(super) async fn reload(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,

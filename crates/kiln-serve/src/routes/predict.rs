@@ -36,32 +36,32 @@ struct PredictRequest {
 
 /// Query parameters, for raw image bodies.
 #[derive(Debug, Deserialize)]
-pub struct PredictQuery {
+pub(super) struct PredictQuery {
     invert: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Prediction {
+pub(super) struct Prediction {
     class: usize,
     label: String,
     probabilities: Vec<f32>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct ModelRef {
+pub(super) struct ModelRef {
     name: String,
     version: String,
 }
 
 #[derive(Debug, Serialize)]
-pub struct PredictResponse {
+pub(super) struct PredictResponse {
     request_id: String,
     model: ModelRef,
     predictions: Vec<Prediction>,
 }
 
 /// `POST /predict`
-pub async fn predict(
+pub(super) async fn predict(
     State(state): State<Arc<AppState>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Extension(Deadline(deadline)): Extension<Deadline>,

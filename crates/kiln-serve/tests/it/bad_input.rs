@@ -52,6 +52,10 @@ fn crc32(bytes: &[u8]) -> u32 {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one table of bad inputs, each asserted alike"
+)]
 async fn each_bad_input_is_a_clear_4xx() {
     let (_tmp, dir) = mlp_artifact(7);
     let config = ServeConfig {

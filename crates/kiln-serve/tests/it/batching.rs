@@ -48,7 +48,7 @@ async fn with_batching_off_each_request_is_its_own_pass() {
 }
 
 /// The value of an unlabelled sample in Prometheus text.
-pub fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("no {name} in metrics"))

@@ -25,6 +25,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 /// Writes an artifact for `arch` (weights from `seed`) into `dir` and returns its directory.
+#[must_use]
 pub fn write_artifact(dir: &Path, arch: Architecture, seed: u64, name: &str) -> PathBuf {
     let device = Device::flex();
     device.seed(seed);
@@ -53,6 +54,7 @@ pub fn write_artifact(dir: &Path, arch: Architecture, seed: u64, name: &str) -> 
 }
 
 /// An MLP artifact in a fresh temp dir.
+#[must_use]
 pub fn mlp_artifact(seed: u64) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = write_artifact(
@@ -65,6 +67,7 @@ pub fn mlp_artifact(seed: u64) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// A CNN artifact in a fresh temp dir.
+#[must_use]
 pub fn cnn_artifact(seed: u64) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = write_artifact(
@@ -77,11 +80,13 @@ pub fn cnn_artifact(seed: u64) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Server state for the artifact at `dir` with `config` and an admin key of "secret".
+#[must_use]
 pub fn state(dir: &Path, config: ServeConfig) -> Arc<AppState> {
     state_on(dir, config, &Device::flex())
 }
 
 /// As [`state`], with the model on `device`.
+#[must_use]
 pub fn state_on(dir: &Path, config: ServeConfig, device: &Device) -> Arc<AppState> {
     let model = LoadedModel::load(dir, device).expect("load artifact");
     AppState::new(config, model, dir.to_path_buf(), Some("secret".into()))
@@ -107,11 +112,13 @@ pub struct Answer {
 }
 
 impl Answer {
+    #[must_use]
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
     /// Probabilities of prediction `i` of a `/predict` answer.
+    #[must_use]
     pub fn probabilities(&self, i: usize) -> Vec<f32> {
         self.json()["predictions"][i]["probabilities"]
             .as_array()
@@ -121,10 +128,12 @@ impl Answer {
             .collect()
     }
 
+    #[must_use]
     pub fn text_full(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    #[must_use]
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body[..self.body.len().min(600)]).into_owned()
     }
@@ -147,6 +156,7 @@ pub async fn concurrently(state: &Arc<AppState>, requests: Vec<Request<Body>>) -
 }
 
 /// The default config with these batching settings.
+#[must_use]
 pub fn with_batching(batching: kiln_serve::config::BatchingConfig) -> ServeConfig {
     ServeConfig {
         batching,
@@ -182,16 +192,19 @@ pub fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Bod
 }
 
 /// A GET.
+#[must_use]
 pub fn get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).unwrap()
 }
 
 /// A JSON POST.
+#[must_use]
 pub fn post_json(uri: &str, value: &Value) -> Request<Body> {
     post(uri, "application/json", serde_json::to_vec(value).unwrap())
 }
 
 /// The first `n` test digits of the committed MNIST and their labels.
+#[must_use]
 pub fn mnist_digits(n: usize) -> Vec<(Vec<u8>, u8)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist");
     let images = kiln_data::idx::read_images(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
@@ -206,6 +219,7 @@ pub fn mnist_digits(n: usize) -> Vec<(Vec<u8>, u8)> {
 }
 
 /// Probabilities the model at `dir` gives `pixels` directly, without the server.
+#[must_use]
 pub fn direct(dir: &Path, pixels: &[u8]) -> Vec<f32> {
     let model = LoadedModel::load(dir, &Device::flex()).unwrap();
     let mut inputs = Vec::new();
@@ -214,6 +228,7 @@ pub fn direct(dir: &Path, pixels: &[u8]) -> Vec<f32> {
 }
 
 /// Encodes grey pixels as PNG.
+#[must_use]
 pub fn png(width: u32, height: u32, pixels: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     image::GrayImage::from_raw(width, height, pixels.to_vec())
@@ -224,6 +239,7 @@ pub fn png(width: u32, height: u32, pixels: &[u8]) -> Vec<u8> {
 }
 
 /// Encodes grey pixels as JPEG.
+#[must_use]
 pub fn jpeg(width: u32, height: u32, pixels: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     image::GrayImage::from_raw(width, height, pixels.to_vec())

@@ -96,7 +96,7 @@ async fn reload_swaps_a_good_artifact_and_refuses_a_bad_one() {
 
 /// Writes a new MLP artifact from `seed` over the one at `dir`, as a deploy would.
 fn replace_artifact(dir: &std::path::Path, seed: u64) {
-    write_artifact(
+    let _ = write_artifact(
         dir,
         Architecture::Mlp(MlpConfig::default()),
         seed,

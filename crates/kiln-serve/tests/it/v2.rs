@@ -1,4 +1,4 @@
-//! The KServe v2 / Open Inference Protocol routes.
+//! The `KServe` v2 / Open Inference Protocol routes.
 
 use kiln_serve::ServeConfig;
 use serde_json::json;

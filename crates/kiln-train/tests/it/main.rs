@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use kiln_train::{RunDir, Silent, TrainConfig, TrainOptions, TrainReport, train};
 
+#[must_use]
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -67,6 +68,7 @@ pub fn chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Options that resume from the newest checkpoint.
+#[must_use]
 pub fn resume_newest() -> TrainOptions {
     TrainOptions {
         resume: true,

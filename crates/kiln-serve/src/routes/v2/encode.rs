@@ -12,7 +12,7 @@ use crate::model::LoadedModel;
 use crate::routes::inference::argmax;
 
 /// The answer for `outputs` of `model`, given `probabilities` (`n * classes` values).
-pub fn respond(
+pub(super) fn respond(
     model: &LoadedModel,
     id: String,
     outputs: &[(Output, bool)],

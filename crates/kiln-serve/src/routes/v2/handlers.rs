@@ -20,7 +20,7 @@ use crate::routes::inference::run_model;
 use crate::state::AppState;
 
 /// `GET /v2`
-pub async fn server_metadata() -> Json<Value> {
+pub(crate) async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "kiln",
         "version": env!("CARGO_PKG_VERSION"),
@@ -29,12 +29,12 @@ pub async fn server_metadata() -> Json<Value> {
 }
 
 /// `GET /v2/health/live`
-pub async fn live() -> Json<Value> {
+pub(crate) async fn live() -> Json<Value> {
     Json(json!({ "live": true }))
 }
 
 /// `GET /v2/health/ready`
-pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let ready = !state.is_draining();
     let status = if ready {
         StatusCode::OK
@@ -45,7 +45,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /v2/models/{name}`
-pub async fn model_metadata(
+pub(crate) async fn model_metadata(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, V2Error> {
@@ -53,7 +53,7 @@ pub async fn model_metadata(
 }
 
 /// `GET /v2/models/{name}/versions/{version}`
-pub async fn model_metadata_version(
+pub(crate) async fn model_metadata_version(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, V2Error> {
@@ -61,7 +61,7 @@ pub async fn model_metadata_version(
 }
 
 /// `GET /v2/models/{name}/ready`
-pub async fn model_ready(
+pub(crate) async fn model_ready(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, V2Error> {
@@ -70,7 +70,7 @@ pub async fn model_ready(
 }
 
 /// `GET /v2/models/{name}/versions/{version}/ready`
-pub async fn model_ready_version(
+pub(crate) async fn model_ready_version(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, V2Error> {
@@ -79,7 +79,7 @@ pub async fn model_ready_version(
 }
 
 /// `POST /v2/models/{name}/infer`
-pub async fn infer(
+pub(crate) async fn infer(
     State(state): State<Arc<AppState>>,
     Extension(id): Extension<RequestId>,
     Extension(deadline): Extension<Deadline>,
@@ -91,7 +91,7 @@ pub async fn infer(
 }
 
 /// `POST /v2/models/{name}/versions/{version}/infer`
-pub async fn infer_version(
+pub(crate) async fn infer_version(
     State(state): State<Arc<AppState>>,
     Extension(id): Extension<RequestId>,
     Extension(deadline): Extension<Deadline>,

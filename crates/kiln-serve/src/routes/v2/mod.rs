@@ -1,4 +1,4 @@
-//! The KServe v2 / Open Inference Protocol REST routes, with Triton's binary tensor extension
+//! The `KServe` v2 / Open Inference Protocol REST routes, with Triton's binary tensor extension
 //! (so `tritonclient.http` works with its defaults).
 //!
 //! [`protocol`] holds the request and output types, [`parse`] turns a request body into
@@ -10,7 +10,7 @@ mod handlers;
 mod parse;
 mod protocol;
 
-pub use handlers::{
+pub(super) use handlers::{
     infer, infer_version, live, model_metadata, model_metadata_version, model_ready,
     model_ready_version, ready, server_metadata,
 };

@@ -13,7 +13,7 @@ use crate::numbers::Flat;
 
 /// The length of the JSON part, from the `Inference-Header-Content-Length` header; `None`
 /// when the whole body is JSON.
-pub fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
+pub(super) fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
     let Some(value) = headers.get(HEADER_LENGTH) else {
         return Ok(None);
     };
@@ -32,7 +32,7 @@ pub fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
 
 /// Checks a request body (`header_length` bytes of JSON, then binary tensor data) and returns
 /// what it asks for, at most `max_instances` images.
-pub fn parse_request(
+pub(super) fn parse_request(
     body: &[u8],
     header_length: Option<usize>,
     max_instances: usize,

@@ -8,7 +8,7 @@ use crate::numbers::Flat;
 
 /// The JSON part of `POST .../infer`.
 #[derive(Debug, Deserialize)]
-pub struct InferRequest {
+pub(super) struct InferRequest {
     pub id: Option<String>,
     #[serde(default)]
     pub parameters: Map<String, Value>,
@@ -19,7 +19,7 @@ pub struct InferRequest {
 /// One input tensor: its values inline as `data`, or in the binary part
 /// (`parameters.binary_data_size` bytes).
 #[derive(Debug, Deserialize)]
-pub struct InferInput {
+pub(super) struct InferInput {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
@@ -30,7 +30,7 @@ pub struct InferInput {
 
 /// An output the client asks for, and whether it wants it as binary (`binary_data`).
 #[derive(Debug, Deserialize)]
-pub struct RequestedOutput {
+pub(super) struct RequestedOutput {
     pub name: String,
     #[serde(default)]
     pub parameters: Map<String, Value>,
@@ -38,7 +38,7 @@ pub struct RequestedOutput {
 
 /// A checked request: the images to run and the outputs to send back.
 #[derive(Debug)]
-pub struct Parsed {
+pub(super) struct Parsed {
     /// The client's id for the request, echoed back.
     pub id: Option<String>,
     /// 28x28 `u8` images.
@@ -49,7 +49,7 @@ pub struct Parsed {
 
 /// The outputs a model serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+pub(super) enum Output {
     /// `FP32 [N, classes]`
     Probabilities,
     /// `INT64 [N]`: the most likely class.
@@ -60,10 +60,10 @@ pub enum Output {
 
 impl Output {
     /// Every output, in the order they are sent when none is asked for.
-    pub const ALL: [Self; 3] = [Self::Probabilities, Self::Class, Self::Label];
+    pub(super) const ALL: [Self; 3] = [Self::Probabilities, Self::Class, Self::Label];
 
     /// The output called `name`.
-    pub fn parse(name: &str) -> Result<Self, ApiError> {
+    pub(super) fn parse(name: &str) -> Result<Self, ApiError> {
         match name {
             "probabilities" => Ok(Self::Probabilities),
             "class" => Ok(Self::Class),
@@ -76,7 +76,7 @@ impl Output {
     }
 
     /// Its name in the protocol.
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Probabilities => "probabilities",
             Self::Class => "class",
