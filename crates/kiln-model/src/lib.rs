@@ -10,10 +10,14 @@ mod error;
 mod mlp;
 mod model;
 mod params;
+pub mod registry;
+pub mod sequential;
 
 pub use artifact::{Artifact, Lineage, Manifest};
 pub use cnn::{Cnn, CnnConfig};
 pub use error::ModelError;
 pub use mlp::{Mlp, MlpConfig};
-pub use model::{Architecture, Model};
+pub use model::{Architecture, Model, RegisteredArchitecture};
 pub use params::parameters;
+pub use registry::Network;
+pub use sequential::{LayerSpec, Sequential};

@@ -1,18 +1,82 @@
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::{Bool, Device, Int, Tensor};
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::ser::{Error as _, SerializeMap};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::cnn::{Cnn, CnnConfig};
 use crate::mlp::{Mlp, MlpConfig};
+use crate::registry;
+use crate::sequential::Sequential;
 
-/// Which network to build, with its hyperparameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+/// Which network to build, with its hyperparameters: in TOML and JSON a table with a `kind`
+/// (`mlp`, `cnn`, or a kind registered with [`registry::register`]) and that kind's fields.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Architecture {
     /// A multi-layer perceptron.
     Mlp(MlpConfig),
     /// The classic MNIST convolutional net.
     Cnn(CnnConfig),
+    /// A network registered by the program that uses kiln (see [`registry`]).
+    Registered(RegisteredArchitecture),
+}
+
+/// The kind and fields of a registered architecture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredArchitecture {
+    /// The registered kind.
+    pub kind: String,
+    /// Its fields, as the config gave them (a JSON object).
+    pub params: serde_json::Value,
+}
+
+impl Serialize for Architecture {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = match self {
+            Self::Mlp(c) => serde_json::to_value(c).map_err(S::Error::custom)?,
+            Self::Cnn(c) => serde_json::to_value(c).map_err(S::Error::custom)?,
+            Self::Registered(r) => r.params.clone(),
+        };
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("kind", self.kind())?;
+        if let serde_json::Value::Object(fields) = fields {
+            for (key, value) in &fields {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Architecture {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        let fields = value
+            .as_object_mut()
+            .ok_or_else(|| D::Error::custom("expected a table with a `kind`"))?;
+        let kind = match fields.remove("kind") {
+            Some(serde_json::Value::String(kind)) => kind,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "kind must be a string, not {other}"
+                )));
+            }
+            None => return Err(D::Error::missing_field("kind")),
+        };
+        let fields = serde_json::Value::Object(std::mem::take(fields));
+        match kind.as_str() {
+            "mlp" => serde_json::from_value(fields).map(Self::Mlp),
+            "cnn" => serde_json::from_value(fields).map(Self::Cnn),
+            other if registry::is_known(other) => {
+                return Ok(Self::Registered(RegisteredArchitecture {
+                    kind,
+                    params: fields,
+                }));
+            }
+            other => return Err(D::Error::custom(registry::unknown(other))),
+        }
+        .map_err(D::Error::custom)
+    }
 }
 
 impl Default for Architecture {
@@ -22,12 +86,13 @@ impl Default for Architecture {
 }
 
 impl Architecture {
-    /// Short name: `mlp` or `cnn`.
+    /// Short name: `mlp`, `cnn` or the registered kind.
     #[must_use]
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
             Self::Mlp(_) => "mlp",
             Self::Cnn(_) => "cnn",
+            Self::Registered(r) => &r.kind,
         }
     }
 
@@ -40,6 +105,11 @@ impl Architecture {
         let model = match self {
             Self::Mlp(c) => Model::Mlp(c.init(input.iter().product(), classes, device)),
             Self::Cnn(c) => Model::Cnn(c.init(input, classes, device)),
+            Self::Registered(r) => Model::Net(
+                registry::layers(&r.kind, &r.params, input)
+                    .and_then(|specs| Sequential::build(&specs, input, classes, device))
+                    .unwrap_or_else(|e| panic!("{e} (Architecture::problem reports this first)")),
+            ),
         };
         model.map(&mut StableIds::default())
     }
@@ -64,6 +134,9 @@ impl Architecture {
             Self::Cnn(c) if !dropout_ok(c.dropout_conv) || !dropout_ok(c.dropout_fc) => {
                 Some("model.dropout_conv and model.dropout_fc must be in [0, 1)".into())
             }
+            Self::Registered(r) => registry::layers(&r.kind, &r.params, input)
+                .and_then(|specs| Sequential::check(&specs, input))
+                .err(),
             _ => None,
         }
     }
@@ -80,6 +153,8 @@ pub enum Model {
     Mlp(Mlp),
     /// The classic MNIST convolutional net.
     Cnn(Cnn),
+    /// A registered architecture's stack of layers.
+    Net(Sequential),
 }
 
 impl Model {
@@ -93,6 +168,7 @@ impl Model {
         match self {
             Self::Mlp(m) => m.forward(images),
             Self::Cnn(m) => m.forward(images),
+            Self::Net(m) => m.forward(images),
         }
     }
 }

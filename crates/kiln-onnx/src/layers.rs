@@ -4,7 +4,8 @@
 use burn::nn::Linear;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use kiln_model::{Cnn, Mlp};
+use kiln_model::sequential::Layer;
+use kiln_model::{Cnn, Mlp, Sequential};
 
 use crate::LOGITS;
 use crate::error::OnnxError;
@@ -80,6 +81,126 @@ pub(crate) fn cnn(
     let (logits, out) = linear(g, "fc2", LOGITS, fc2, &x, hidden)?;
     check_classes("fc2", out, classes)?;
     Ok(logits)
+}
+
+/// A registered architecture's layer stack, layer by layer, from `input` to [`LOGITS`]
+/// (dropout, the identity at inference, leaves no node).
+pub(crate) fn sequential(
+    g: &mut GraphBuilder,
+    net: &Sequential,
+    input: &str,
+    shape: [usize; 3],
+    classes: usize,
+) -> Result<String, OnnxError> {
+    enum Flow {
+        Image([usize; 3]),
+        Features(usize),
+    }
+    let mut x = input.to_string();
+    let mut flow = Flow::Image(shape);
+    let count = net.layers().len();
+    for (i, layer) in net.layers().iter().enumerate() {
+        let name = format!("layers.{i}");
+        match (layer, &flow) {
+            (Layer::Conv2d(c), Flow::Image(shape)) => {
+                let (y, out) = conv(g, &name, c, &x, *shape)?;
+                (x, flow) = (y, Flow::Image(out));
+            }
+            (Layer::MaxPool(p), Flow::Image([c, h, w])) => {
+                let (y, out) = pool(
+                    g,
+                    "MaxPool",
+                    &name,
+                    p.kernel_size,
+                    p.stride,
+                    &x,
+                    [*c, *h, *w],
+                )?;
+                (x, flow) = (y, Flow::Image(out));
+            }
+            (Layer::AvgPool(p), Flow::Image([c, h, w])) => {
+                let (y, out) = pool(
+                    g,
+                    "AveragePool",
+                    &name,
+                    p.kernel_size,
+                    p.stride,
+                    &x,
+                    [*c, *h, *w],
+                )?;
+                (x, flow) = (y, Flow::Image(out));
+            }
+            (Layer::Linear(l), _) => {
+                let width = match flow {
+                    Flow::Image(s) => {
+                        x = g.node(
+                            "Flatten",
+                            &[&x],
+                            &format!("{name}.flatten"),
+                            vec![int("axis", 1)],
+                        );
+                        s.iter().product()
+                    }
+                    Flow::Features(n) => n,
+                };
+                let output = if i + 1 == count {
+                    LOGITS.to_string()
+                } else {
+                    name.clone()
+                };
+                let (y, out) = linear(g, &name, &output, l, &x, width)?;
+                (x, flow) = (y, Flow::Features(out));
+            }
+            (Layer::Relu(_), _) => x = g.node("Relu", &[&x], &format!("{name}.relu"), vec![]),
+            (Layer::Tanh(_), _) => x = g.node("Tanh", &[&x], &format!("{name}.tanh"), vec![]),
+            (Layer::Dropout(_), _) => {}
+            (_, Flow::Features(_)) => {
+                return Err(unsupported(&name, "an image layer after a linear layer"));
+            }
+        }
+    }
+    match flow {
+        Flow::Features(out) if x == LOGITS => {
+            check_classes("classifier", out, classes)?;
+            Ok(x)
+        }
+        _ => Err(unsupported(
+            "classifier",
+            "the network does not end in a linear layer",
+        )),
+    }
+}
+
+/// Max or average pooling without padding; returns the output name and its `[C, H, W]`.
+fn pool(
+    g: &mut GraphBuilder,
+    op: &str,
+    layer: &str,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    input: &str,
+    [c, h, w]: [usize; 3],
+) -> Result<(String, [usize; 3]), OnnxError> {
+    let out = |n: usize, k: usize, s: usize| n.checked_sub(k).map(|room| room / s.max(1) + 1);
+    let (Some(oh), Some(ow)) = (out(h, kernel[0], stride[0]), out(w, kernel[1], stride[1])) else {
+        return Err(OnnxError::Shape {
+            layer: layer.to_string(),
+            what: "input [C, H, W], smaller than the window".into(),
+            expected: vec![c, kernel[0], kernel[1]],
+            found: vec![c, h, w],
+        });
+    };
+    let y = g.node(
+        op,
+        &[input],
+        layer,
+        vec![
+            ints("kernel_shape", &kernel),
+            ints("strides", &stride),
+            ints("pads", &[0, 0, 0, 0]),
+        ],
+    );
+    Ok((y, [c, oh, ow]))
 }
 
 /// A burn `Linear` (`x W + b`, `W: [in, out]`) as `Gemm(x, W, b)` with `transB = 0`, output

@@ -88,6 +88,9 @@ pub fn export(manifest: &Manifest, model: &Model) -> Result<ModelProto, OnnxErro
     let logits = match model {
         Model::Mlp(mlp) => layers::mlp(&mut g, mlp, &normalized, manifest.input_shape, classes)?,
         Model::Cnn(cnn) => layers::cnn(&mut g, cnn, &normalized, manifest.input_shape, classes)?,
+        Model::Net(net) => {
+            layers::sequential(&mut g, net, &normalized, manifest.input_shape, classes)?
+        }
     };
     g.node("Softmax", &[&logits], PROBABILITIES, vec![int("axis", 1)]);
 

@@ -12,7 +12,10 @@ use crate::routes::app;
 use crate::state::AppState;
 
 /// Serves `state` on `listener` until `shutdown` completes, then stops accepting connections
-/// and waits for the requests in flight to be answered.
+/// and waits for the requests in flight to be answered: at most the drain window plus one
+/// request deadline (and a second), after which connections still open are closed. Every
+/// admitted request has been answered or timed out by then; what is left is a client that
+/// never finished sending a request (a half-sent header keeps a connection busy forever).
 ///
 /// # Errors
 /// An I/O error from the listener.
@@ -23,13 +26,17 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let draining = Arc::clone(&state);
     let drain = std::time::Duration::from_millis(state.config.drain_ms);
+    let grace = drain + state.config.limits.request_timeout() + std::time::Duration::from_secs(1);
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = Arc::clone(&stopping);
     let router = app(state);
-    axum::serve(
+    let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
+        notify.notify_one();
         draining.draining.store(true, Ordering::Relaxed);
         tracing::info!(
             drain_ms = drain.as_millis() as u64,
@@ -37,8 +44,19 @@ pub async fn serve(
         );
         tokio::time::sleep(drain).await;
         tracing::info!("no new connections; finishing requests in flight");
-    })
-    .await?;
+    });
+    tokio::select! {
+        result = server => result?,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "connections still open after the shutdown grace period (clients that never finished a request); closing them"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -32,6 +32,14 @@ pub(crate) fn hparams(config: &TrainConfig) -> BTreeMap<String, HParamValue> {
             h.insert("model.hidden".into(), Text(c.hidden.to_string()));
             h.insert("model.dropout".into(), Number(c.dropout_fc));
         }
+        Architecture::Registered(r) => {
+            for (key, value) in r.params.as_object().into_iter().flatten() {
+                let value = value
+                    .as_f64()
+                    .map_or_else(|| Text(value.to_string()), Number);
+                h.insert(format!("model.{key}"), value);
+            }
+        }
     }
     h.insert(
         "optimizer".into(),

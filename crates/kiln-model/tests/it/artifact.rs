@@ -195,3 +195,67 @@ fn the_weights_file_addresses_its_content() {
         "other weights, other hash"
     );
 }
+
+/// A small registered architecture, as a program outside kiln would define it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TinyNet {
+    channels: usize,
+}
+
+impl kiln_model::Network for TinyNet {
+    const KIND: &'static str = "tiny-test-net";
+
+    fn layers(&self, _input: [usize; 3]) -> Vec<kiln_model::LayerSpec> {
+        use kiln_model::LayerSpec::{Conv2d, Linear, MaxPool, Relu};
+        vec![
+            Conv2d {
+                channels: self.channels,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            },
+            Relu,
+            MaxPool { size: 2 },
+            Linear { features: 16 },
+            Relu,
+        ]
+    }
+}
+
+#[test]
+fn a_registered_architecture_round_trips_through_an_artifact() {
+    kiln_model::registry::register::<TinyNet>();
+    let arch: Architecture =
+        serde_json::from_value(serde_json::json!({"kind": "tiny-test-net", "channels": 4}))
+            .unwrap();
+    assert_eq!(arch.kind(), "tiny-test-net");
+    assert_eq!(arch.problem([1, 28, 28]), None);
+    let device = Device::flex();
+    device.seed(3);
+    let model = arch.init([1, 28, 28], 10, &device).valid();
+    let dir = tempfile::tempdir().unwrap();
+    let written = artifact::save(dir.path(), &model, manifest(arch.clone())).unwrap();
+    let loaded = artifact::load(dir.path(), &device).unwrap();
+    assert_eq!(loaded.manifest, written);
+    let (images, _) = mnist_batch(4, &device);
+    let a: Vec<u32> = values(model.forward(images.clone()))
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    let b: Vec<u32> = values(loaded.model.forward(images))
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    assert_eq!(a, b);
+
+    // Its fields are checked like a built-in's, and unknown kinds name the known ones.
+    let bad = serde_json::json!({"kind": "tiny-test-net", "channels": 4, "chanels": 5});
+    let arch: Architecture = serde_json::from_value(bad).unwrap();
+    let problem = arch.problem([1, 28, 28]).unwrap();
+    assert!(problem.contains("chanels"), "{problem}");
+    let err = serde_json::from_value::<Architecture>(serde_json::json!({"kind": "lenet9"}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lenet9") && err.contains("mlp, cnn"), "{err}");
+}

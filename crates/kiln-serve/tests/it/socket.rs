@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kiln_serve::ServeConfig;
-use kiln_serve::config::{BatchingConfig, LimitsConfig};
+use kiln_serve::config::{BatchingConfig, LimitsConfig, Wait};
 use serde_json::json;
 
 use crate::*;
@@ -95,9 +95,11 @@ async fn concurrent_clients_over_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight() {
     let (_tmp, dir) = mlp_artifact(52);
-    // A 400 ms batching window holds the requests in the server while shutdown begins.
+    // A 400 ms batching window (opted in: by default an idle worker does not wait) holds the
+    // requests in the server while shutdown begins.
     let config = ServeConfig {
         batching: BatchingConfig {
+            wait: Wait::Always,
             max_delay_us: 400_000,
             max_batch_size: 256,
             ..BatchingConfig::default()
@@ -195,4 +197,35 @@ async fn a_body_that_stalls_gets_408_over_the_socket() {
         .await
         .expect("server stopped")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_does_not_hold_shutdown() {
+    let (_tmp, dir) = mlp_artifact(54);
+    let config = ServeConfig {
+        drain_ms: 100,
+        limits: LimitsConfig {
+            request_timeout_ms: 300,
+            ..LimitsConfig::default()
+        },
+        ..ServeConfig::default()
+    };
+    let (addr, stop, server) = start(state(&dir, config)).await;
+    // Half a request head, then silence: hyper never sees a whole request to answer.
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut stream, b"POST /predict HTTP/1.1\r\nhost: loc").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serve returned although a connection stayed half-open")
+        .unwrap();
+    // The grace period: drain (0.1 s) + one request deadline (0.3 s) + 1 s.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1300) && waited < Duration::from_secs(5),
+        "stopped after {waited:?}"
+    );
+    drop(stream);
 }
