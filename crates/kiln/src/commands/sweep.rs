@@ -365,6 +365,13 @@ fn run_all(dir: &Path, sweep: &mut SweepFile, monitor: Monitor) -> Result<bool> 
         while running.len() < sweep.parallel
             && let Some(trial) = queue.pop()
         {
+            if let Some(run_dir) = run_dir_of(dir, &trial) {
+                wait_until_unlocked(&run_dir, &trial, &stop);
+                if read_record(&run_dir).is_some_and(|r| is_finished(&r.status)) {
+                    eprintln!("{} finished meanwhile", trial.name());
+                    continue;
+                }
+            }
             let log_path = dir.join(format!("{}.log", trial.name()));
             let log = std::fs::OpenOptions::new()
                 .create(true)
@@ -414,6 +421,31 @@ fn run_all(dir: &Path, sweep: &mut SweepFile, monitor: Monitor) -> Result<bool> 
         }
     }
     Ok(stop.load(Ordering::SeqCst))
+}
+
+/// Waits while another process trains `run_dir` (a trial left running by a sweep that was
+/// killed), so that the trial is resumed from where that process leaves it.
+fn wait_until_unlocked(run_dir: &Path, trial: &Trial, stop: &AtomicBool) {
+    let Ok(file) = std::fs::File::open(run_dir.join(kiln_train::run::LOCK_FILE)) else {
+        return;
+    };
+    let mut told = false;
+    while matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    ) {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if !told {
+            eprintln!(
+                "{} is still being trained by another process (a sweep killed earlier?); waiting for it",
+                trial.name()
+            );
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Asks a child to save a checkpoint and stop (SIGINT, as Ctrl-C would).
