@@ -64,18 +64,9 @@ pub(crate) fn cnn(
     let x = g.node("Relu", &[&x], "conv1.relu", vec![]);
     let (x, [c, h, w]) = conv(g, "conv2", conv2, &x, shape)?;
     let x = g.node("Relu", &[&x], "conv2.relu", vec![]);
-    let x = g.node(
-        "MaxPool",
-        &[&x],
-        "pool",
-        vec![
-            ints("kernel_shape", &[POOL, POOL]),
-            ints("strides", &[POOL, POOL]),
-            ints("pads", &[0, 0, 0, 0]),
-        ],
-    );
+    let (x, [c, h, w]) = pool(g, "MaxPool", "pool", [POOL; 2], [POOL; 2], &x, [c, h, w])?;
     let x = g.node("Flatten", &[&x], "flatten", vec![int("axis", 1)]);
-    let width = c * (h / POOL) * (w / POOL);
+    let width = c * h * w;
     let (x, hidden) = linear(g, "fc1", "fc1", fc1, &x, width)?;
     let x = g.node("Relu", &[&x], "fc1.relu", vec![]);
     let (logits, out) = linear(g, "fc2", LOGITS, fc2, &x, hidden)?;

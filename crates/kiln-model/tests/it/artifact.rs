@@ -28,34 +28,38 @@ fn manifest(architecture: Architecture) -> Manifest {
     }
 }
 
+/// Saves `arch` (initialised from `seed`) as an artifact, loads it back, and checks the
+/// manifest, the weights and the logits of real digits are all bit-identical.
+fn assert_round_trip(arch: &Architecture, seed: u64) {
+    let device = Device::flex();
+    device.seed(seed);
+    let model = arch.init([1, 28, 28], 10, &device).valid();
+    let dir = tempfile::tempdir().unwrap();
+    let written = artifact::save(dir.path(), &model, manifest(arch.clone())).unwrap();
+    let loaded = artifact::load(dir.path(), &device).unwrap();
+    assert_eq!(loaded.manifest, written);
+    assert_eq!(
+        artifact::weights_bytes(&loaded.model).unwrap(),
+        artifact::weights_bytes(&model).unwrap()
+    );
+    let (images, _) = mnist_batch(4, &device);
+    let bits = |logits| -> Vec<u32> { values(logits).iter().map(|v| v.to_bits()).collect() };
+    assert_eq!(
+        bits(model.forward(images.clone())),
+        bits(loaded.model.forward(images)),
+        "{} logits differ after a round trip",
+        arch.kind()
+    );
+    assert_eq!(loaded.model.num_params(), model.num_params());
+}
+
 #[test]
 fn save_and_load_round_trip_bit_for_bit() {
-    let device = Device::flex();
     for arch in [
         Architecture::Mlp(MlpConfig::default()),
         Architecture::Cnn(CnnConfig::default()),
     ] {
-        device.seed(11);
-        let model = arch.init([1, 28, 28], 10, &device).valid();
-        let dir = tempfile::tempdir().unwrap();
-        let written = artifact::save(dir.path(), &model, manifest(arch.clone())).unwrap();
-        let loaded = artifact::load(dir.path(), &device).unwrap();
-        assert_eq!(loaded.manifest, written);
-        assert_eq!(
-            artifact::weights_bytes(&loaded.model).unwrap(),
-            artifact::weights_bytes(&model).unwrap()
-        );
-        let (images, _) = mnist_batch(4, &device);
-        let a: Vec<u32> = values(model.forward(images.clone()))
-            .iter()
-            .map(|v| v.to_bits())
-            .collect();
-        let b: Vec<u32> = values(loaded.model.forward(images))
-            .iter()
-            .map(|v| v.to_bits())
-            .collect();
-        assert_eq!(a, b, "{} logits differ after a round trip", arch.kind());
-        assert_eq!(loaded.model.num_params(), model.num_params());
+        assert_round_trip(&arch, 11);
     }
 }
 
@@ -231,23 +235,7 @@ fn a_registered_architecture_round_trips_through_an_artifact() {
             .unwrap();
     assert_eq!(arch.kind(), "tiny-test-net");
     assert_eq!(arch.problem([1, 28, 28]), None);
-    let device = Device::flex();
-    device.seed(3);
-    let model = arch.init([1, 28, 28], 10, &device).valid();
-    let dir = tempfile::tempdir().unwrap();
-    let written = artifact::save(dir.path(), &model, manifest(arch.clone())).unwrap();
-    let loaded = artifact::load(dir.path(), &device).unwrap();
-    assert_eq!(loaded.manifest, written);
-    let (images, _) = mnist_batch(4, &device);
-    let a: Vec<u32> = values(model.forward(images.clone()))
-        .iter()
-        .map(|v| v.to_bits())
-        .collect();
-    let b: Vec<u32> = values(loaded.model.forward(images))
-        .iter()
-        .map(|v| v.to_bits())
-        .collect();
-    assert_eq!(a, b);
+    assert_round_trip(&arch, 3);
 
     // Its fields are checked like a built-in's, and unknown kinds name the known ones.
     let bad = serde_json::json!({"kind": "tiny-test-net", "channels": 4, "chanels": 5});
