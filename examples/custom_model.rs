@@ -1,4 +1,4 @@
-//! A custom architecture from outside kiln's crates: LeNet-5 (LeCun et al., 1998), defined
+//! A custom architecture from outside kiln's crates: `LeNet-5` (the 1998 classic), defined
 //! here, registered in one line, then trained with kiln's own loop (checkpoints, `TensorBoard`
 //! events, the model artifact) and served over HTTP by `kiln-serve`, all in this process.
 //!

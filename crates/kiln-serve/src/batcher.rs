@@ -1,6 +1,11 @@
 //! Dynamic batching: requests queue here and inference worker threads (never the async
 //! executor) coalesce them into one forward pass.
 //!
+//! A free worker takes everything queued at once and runs it: requests that arrive during a
+//! forward pass form the next batch, so batches grow with load while a lone request on an idle
+//! server waits for nothing. Under concurrency a batch may also wait a little for company,
+//! as `batching.wait` says (see [`Wait`]).
+//!
 //! A job carries the model it was admitted under, so a reload never mixes models in a batch
 //! and a request that started on the old model finishes on it.
 
@@ -12,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::config::BatchingConfig;
+use crate::config::{BatchingConfig, Wait};
 use crate::metrics::Metrics;
 use crate::model::{LoadedModel, PIXELS};
 
@@ -76,8 +81,11 @@ impl Batcher {
                 depth: Arc::clone(&depth),
                 metrics: Arc::clone(&metrics),
                 max_batch: config.max_batch_size,
+                wait: config.wait,
                 max_delay: config.max_delay(),
                 carry: None,
+                last_jobs: 0,
+                last_pass: Duration::ZERO,
             };
             std::thread::Builder::new()
                 .name(format!("kiln-infer-{i}"))
@@ -140,20 +148,28 @@ struct Worker {
     depth: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     max_batch: usize,
+    wait: Wait,
     max_delay: Duration,
     /// A job taken from the queue that did not fit the last batch (other model, or too big).
     carry: Option<Job>,
+    /// Jobs in the last batch, and how long its forward pass took: what [`Wait::Adaptive`]
+    /// decides by.
+    last_jobs: usize,
+    last_pass: Duration,
 }
 
 impl Worker {
     fn run(mut self) {
         while let Some(batch) = self.collect() {
+            self.last_jobs = batch.len();
+            let started = Instant::now();
             // A panic anywhere in a batch fails that batch's requests (their reply channels
             // drop and each answers 503), never the worker.
             let metrics = &self.metrics;
             if std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(batch, metrics))).is_err() {
                 tracing::error!("inference batch panicked; its requests were failed");
             }
+            self.last_pass = started.elapsed();
         }
     }
 
@@ -162,8 +178,12 @@ impl Worker {
         job
     }
 
-    /// Waits for a first job, then gathers more until the batch is full or `max_delay` has
-    /// passed since the first. `None` once the queue is closed and empty.
+    /// Waits for a first job, then adds every job already queued, up to `max_batch` images;
+    /// then keeps gathering, for as long as [`Wait`] allows (see [`Self::linger`]), until the
+    /// batch is full. `None` once the queue is closed and empty.
+    ///
+    /// Jobs that arrive while this worker runs a batch are queued when it comes back, so under
+    /// load batches fill without any waiting, and on an idle server a request runs at once.
     fn collect(&mut self) -> Option<Vec<Job>> {
         let rx = self
             .rx
@@ -175,24 +195,80 @@ impl Worker {
             let job = rx.recv().ok()?;
             self.take(job)
         };
-        let window = Instant::now() + self.max_delay;
-        let mut images = first.n;
-        let mut batch = vec![first];
-        while images < self.max_batch {
+        let taken = Instant::now();
+        let mut batch = Batch::new(first, self.max_batch);
+        // Everything queued now joins at once.
+        while !batch.full() {
+            let Ok(job) = rx.try_recv() else { break };
+            let job = self.take(job);
+            if let Err(job) = batch.add(job) {
+                self.carry = Some(job);
+                break;
+            }
+        }
+        let window = taken + self.linger(batch.jobs.len());
+        while self.carry.is_none() && !batch.full() {
             let left = window.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
             let job = match rx.recv_timeout(left) {
                 Ok(job) => self.take(job),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             };
-            if !Arc::ptr_eq(&job.model, &batch[0].model) || images + job.n > self.max_batch {
+            if let Err(job) = batch.add(job) {
                 self.carry = Some(job);
-                break;
             }
-            images += job.n;
-            batch.push(job);
         }
         drop(rx);
-        Some(batch)
+        Some(batch.jobs)
+    }
+
+    /// How long a batch that starts with `queued` jobs may wait for more.
+    ///
+    /// [`Wait::Adaptive`] waits only under concurrency (this batch or the last one held more
+    /// than one job; a lone client never waits) and at most half the last forward pass, so it
+    /// adds little to a cheap model's latency (an MLP pass is tens of microseconds) while an
+    /// expensive one (a CNN) gathers the clients it has just answered into one larger pass.
+    fn linger(&self, queued: usize) -> Duration {
+        match self.wait {
+            Wait::Always => self.max_delay,
+            Wait::Adaptive if queued > 1 || self.last_jobs > 1 => {
+                self.max_delay.min(self.last_pass / 2)
+            }
+            Wait::Adaptive | Wait::Never => Duration::ZERO,
+        }
+    }
+}
+
+/// Jobs for one forward pass: one model, at most `max` images (or one job larger than that).
+struct Batch {
+    jobs: Vec<Job>,
+    images: usize,
+    max: usize,
+}
+
+impl Batch {
+    fn new(first: Job, max: usize) -> Self {
+        Self {
+            images: first.n,
+            jobs: vec![first],
+            max,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.images >= self.max
+    }
+
+    /// Adds `job`, or gives it back when it is for another model or would overfill the batch.
+    fn add(&mut self, job: Job) -> Result<(), Job> {
+        if !Arc::ptr_eq(&job.model, &self.jobs[0].model) || self.images + job.n > self.max {
+            return Err(job);
+        }
+        self.images += job.n;
+        self.jobs.push(job);
+        Ok(())
     }
 }
 

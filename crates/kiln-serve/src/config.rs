@@ -22,6 +22,10 @@ pub struct ServeConfig {
     pub rate_limit: RateLimitConfig,
     /// Admin routes (`/admin/reload`).
     pub admin: AdminConfig,
+    /// API keys and roles (off by default).
+    pub auth: crate::auth::AuthConfig,
+    /// HTTPS (off unless a certificate is named).
+    pub tls: crate::tls::TlsConfig,
     /// On SIGTERM, how long `/readyz` reports 503 while the server still accepts requests, so a
     /// load balancer stops sending before the listener closes (milliseconds).
     pub drain_ms: u64,
@@ -35,6 +39,8 @@ impl Default for ServeConfig {
             limits: LimitsConfig::default(),
             rate_limit: RateLimitConfig::default(),
             admin: AdminConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
             drain_ms: 1000,
         }
     }
@@ -46,7 +52,9 @@ impl Default for ServeConfig {
 pub struct BatchingConfig {
     /// Most images in one forward pass (1 turns batching off).
     pub max_batch_size: usize,
-    /// Longest a request waits for others to join its batch, in microseconds.
+    /// When a worker that has taken work waits for more to join its batch (see [`Wait`]).
+    pub wait: Wait,
+    /// Longest a batch waits for company, in microseconds (see [`Wait`]).
     pub max_delay_us: u64,
     /// Requests that may wait for a worker; beyond this, 503 with `Retry-After`.
     pub queue_capacity: usize,
@@ -58,11 +66,33 @@ impl Default for BatchingConfig {
     fn default() -> Self {
         Self {
             max_batch_size: 64,
+            wait: Wait::Adaptive,
             max_delay_us: 2000,
             queue_capacity: 1024,
             workers: 1,
         }
     }
+}
+
+/// `batching.wait`: whether a worker holds a batch back, up to `max_delay_us`, for more
+/// requests.
+///
+/// Requests that arrive while a worker runs a forward pass queue up and form its next batch
+/// whatever this says, so batches grow with load on their own; waiting adds latency to each
+/// batch in exchange for larger ones, which pays when a forward pass has a large fixed cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wait {
+    /// Only under concurrency (the batch, or the one before, holds more than one request), and
+    /// at most half as long as the last forward pass took: a lone request on an idle server
+    /// runs at once, a cheap model barely waits, an expensive one gathers fuller batches.
+    #[default]
+    Adaptive,
+    /// Never: a free worker runs what is queued at once.
+    Never,
+    /// Always, even for a lone request on an idle server (each batch waits up to
+    /// `max_delay_us` after its first request, unless it fills first).
+    Always,
 }
 
 impl BatchingConfig {
@@ -190,6 +220,8 @@ impl ServeConfig {
     /// # Errors
     /// A sentence naming the key.
     pub fn check(&self) -> Result<(), String> {
+        self.auth.check()?;
+        self.tls.check()?;
         let b = &self.batching;
         let l = &self.limits;
         let r = &self.rate_limit;

@@ -39,6 +39,16 @@ pub enum ServeError {
     /// An I/O error while serving.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// The API keys file, a TLS certificate or its private key cannot be read or is invalid.
+    #[error("{}: {what}: {message}", path.display())]
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// Which file it is (`API keys file`, `TLS certificate`, `TLS private key`).
+        what: &'static str,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl ServeError {
@@ -46,7 +56,10 @@ impl ServeError {
     #[must_use]
     pub fn is_user_input(&self) -> bool {
         match self {
-            Self::Config { .. } | Self::Unservable { .. } | Self::Bind { .. } => true,
+            Self::Config { .. }
+            | Self::Unservable { .. }
+            | Self::Bind { .. }
+            | Self::Credentials { .. } => true,
             Self::Model(e) => e.is_user_input(),
             Self::Io(_) => false,
         }

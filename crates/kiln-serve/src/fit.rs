@@ -1,13 +1,20 @@
 //! Fitting an arbitrary grey image into a 28x28 MNIST-style digit.
 //!
 //! The rule, after NIST's own preprocessing of MNIST:
-//! 1. Ink must be light on a dark background. With [`Invert::Auto`] an image whose border is
-//!    mostly light (a dark digit on paper) is inverted; `Invert::Yes`/`No` force it.
+//! 1. Ink must be light on a dark background. With [`Invert::Auto`] an image whose darkest
+//!    pixels stand further from its median level than its brightest (a dark digit on paper,
+//!    however grey or unevenly lit the paper) is inverted; `Invert::Yes`/`No` force it.
 //! 2. An image that is already 28x28 is used as it is (after step 1), so a digit taken from
 //!    MNIST and sent as a PNG gives exactly the answer its raw pixels give.
-//! 3. Otherwise the digit is cropped to the bounding box of its ink (pixels above a quarter of
-//!    the brightest), scaled with anti-aliasing so its longer side is 20 pixels (aspect kept),
-//!    and placed in a 28x28 field so that its centre of mass is at the centre.
+//! 3. Otherwise the paper is taken out (see [`paper`]): its level, estimated locally so that
+//!    gradients go too, becomes 0 as MNIST's background is, the ink is stretched to the full
+//!    range, and specks of noise are dropped; the ink is found on a smoothed, thresholded
+//!    image, so noise and blur do not move it.
+//! 4. The digit is cropped to the bounding box of its ink (pixels above a quarter of the
+//!    brightest), scaled with anti-aliasing so its longer side is 20 pixels (aspect kept), and
+//!    placed in a 28x28 field so that its centre of mass is at the centre.
+
+mod paper;
 
 use image::imageops::{self, FilterType};
 use image::{GrayImage, Luma};
@@ -41,6 +48,9 @@ impl Invert {
 
 /// Side of the square the model takes.
 const SIDE: u32 = 28;
+/// Share of the pixels at each end taken as the image's extremes when deciding to invert (ink
+/// can be a small part of a photo).
+const EXTREME: f64 = 0.001;
 /// Side of the box the digit is scaled into.
 const DIGIT_BOX: u32 = 20;
 
@@ -49,7 +59,7 @@ const DIGIT_BOX: u32 = 20;
 pub fn fit_digit(image: &GrayImage, invert: Invert) -> Vec<u8> {
     let mut image = image.clone();
     let invert = match invert {
-        Invert::Auto => border_mean(&image) > 127.0,
+        Invert::Auto => dark_on_light(&image),
         Invert::Yes => true,
         Invert::No => false,
     };
@@ -59,6 +69,7 @@ pub fn fit_digit(image: &GrayImage, invert: Invert) -> Vec<u8> {
     if image.dimensions() == (SIDE, SIDE) {
         return image.into_raw();
     }
+    let image = paper::ink_only(&image);
     let mut field = vec![0u8; (SIDE * SIDE) as usize];
     let max = image.pixels().map(|p| p.0[0]).max().unwrap_or(0);
     if max == 0 {
@@ -87,16 +98,17 @@ pub fn fit_digit(image: &GrayImage, invert: Invert) -> Vec<u8> {
     field
 }
 
-fn border_mean(image: &GrayImage) -> f64 {
-    let (w, h) = image.dimensions();
-    let (mut sum, mut count) = (0u64, 0u64);
-    for (x, y, Luma([v])) in image.enumerate_pixels() {
-        if x == 0 || y == 0 || x + 1 == w || y + 1 == h {
-            sum += u64::from(*v);
-            count += 1;
-        }
+/// Whether the image is dark ink on light paper: its darkest pixels lie further below its
+/// median (the paper, which most of a page is) than its brightest lie above it. Percentiles,
+/// not the border, so a vignette that darkens the border does not fool it.
+fn dark_on_light(image: &GrayImage) -> bool {
+    let hist = paper::histogram(image.pixels().map(|p| p.0[0]));
+    let level = |q| f64::from(paper::percentile(&hist, q).unwrap_or(0));
+    let (dark, median, light) = (level(EXTREME), level(0.5), level(1.0 - EXTREME));
+    if dark == light {
+        return median > 127.0; // one level, no ink either way: a light page becomes dark
     }
-    sum as f64 / count.max(1) as f64
+    median - dark > light - median
 }
 
 /// Inclusive bounding box of pixels brighter than `threshold`.

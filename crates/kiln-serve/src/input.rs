@@ -113,6 +113,23 @@ pub fn pixels_from_numbers(values: &[f64], scale: Scale) -> Result<Vec<u8>, ApiE
     }
 }
 
+/// 28x28 `u8` levels as a grey PNG, base64-encoded (standard alphabet, padded): what
+/// `"explain": true` answers for each instance.
+#[must_use]
+pub fn png_base64(pixels: &[u8]) -> String {
+    let side = 28;
+    debug_assert_eq!(pixels.len(), PIXELS);
+    let mut png = Vec::new();
+    // Encoding a well-formed 28x28 grey image into memory cannot fail; should it, the field
+    // is empty rather than the answer lost.
+    let encoded = image::GrayImage::from_raw(side, side, pixels.to_vec())
+        .map(|image| image.write_to(&mut Cursor::new(&mut png), ImageFormat::Png));
+    if !matches!(encoded, Some(Ok(()))) {
+        return String::new();
+    }
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
 /// Decodes base64 (standard alphabet, padding optional, a `data:` URL prefix allowed).
 ///
 /// # Errors

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 mod batcher;
 pub mod config;
 mod error;
@@ -21,6 +22,7 @@ mod request;
 mod routes;
 mod server;
 mod state;
+pub mod tls;
 
 pub use batcher::{BatchError, Batcher};
 pub use config::ServeConfig;

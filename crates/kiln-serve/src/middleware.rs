@@ -1,5 +1,5 @@
-//! One middleware around every route: request ids, rate limits, the concurrency cap, the
-//! request deadline, metrics and the access log.
+//! One middleware around every route: request ids, API keys, rate limits, the concurrency
+//! cap, the request deadline, metrics and the access log.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,17 +87,23 @@ pub(crate) async fn observe(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let seen = Seen::of(&state, &request);
+    let mut seen = Seen::of(&state, &request);
     let class = classify(request.uri().path());
     let shape = ErrorShape::for_path(request.uri().path());
     let deadline = Deadline(seen.start + state.config.limits.request_timeout());
     request.extensions_mut().insert(seen.id.clone());
     request.extensions_mut().insert(deadline);
 
+    // API keys first (401/403 before any limit): with keys on, a key's id is its client.
+    let access = crate::auth::authorize(&state, &request);
+    if let Ok(Some(key)) = &access {
+        seen.client = format!("key:{}", key.id);
+        request.extensions_mut().insert(key.clone());
+    }
     let decision = class
-        .filter(|_| state.config.rate_limit.enabled)
+        .filter(|_| state.config.rate_limit.enabled && access.is_ok())
         .map(|class| state.limiter.check(&seen.client, class));
-    let mut response = match admit(&state, class, decision.as_ref()) {
+    let mut response = match access.and_then(|_| admit(&state, class, decision.as_ref())) {
         Err(error) => shape.respond(error),
         Ok(permit) => {
             let _in_flight = InFlight::new(&state);
@@ -106,6 +112,7 @@ pub(crate) async fn observe(
             response
         }
     };
+    crate::auth::challenge(&mut response);
     if let Some(d) = &decision {
         rate_headers(&mut response, d);
     }

@@ -17,13 +17,34 @@ use crate::state::AppState;
 /// admitted request has been answered or timed out by then; what is left is a client that
 /// never finished sending a request (a half-sent header keeps a connection busy forever).
 ///
+/// With `[auth] mode = "keys"`, reads the keys file first unless it has been read already.
+/// For HTTPS, see [`crate::tls::serve_tls`].
+///
 /// # Errors
-/// An I/O error from the listener.
+/// An I/O error from the listener; a keys file that does not read or check.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_on(listener, state, shutdown).await
+}
+
+/// [`serve`] on any listener whose connections report their peer address (plain TCP, or TLS).
+pub(crate) async fn serve_on<L>(
+    listener: L,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let keys = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || keys.auth.ensure_loaded())
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))??;
     let draining = Arc::clone(&state);
     let drain = std::time::Duration::from_millis(state.config.drain_ms);
     let grace = drain + state.config.limits.request_timeout() + std::time::Duration::from_secs(1);
@@ -107,9 +128,10 @@ impl ReloadRequests for tokio::sync::mpsc::Receiver<()> {
     }
 }
 
-/// Until `stop` completes, reloads the model from the path served at start on each of
-/// `requests`. Each reload runs on its own task, so a slow load never delays `stop`; reloads
-/// queue one after another. Once `requests` ends, only waits for `stop`.
+/// Until `stop` completes, reloads the model from the path served at start (and, with
+/// `[auth] mode = "keys"`, the keys file) on each of `requests`. Each reload runs on its own
+/// task, so a slow load never delays `stop`; reloads queue one after another. Once `requests`
+/// ends, only waits for `stop`.
 pub async fn reload_until(
     state: Arc<AppState>,
     mut requests: impl ReloadRequests,
@@ -123,7 +145,11 @@ pub async fn reload_until(
                 if request.is_none() {
                     break;
                 }
-                tracing::info!("reload requested: reloading the model");
+                tracing::info!("reload requested: reloading the model (and the API keys, if on)");
+                // The keys file is re-read off the executor; a bad one is refused and logged
+                // and the keys in force stay (`Auth::reload`).
+                let keys = Arc::clone(&state);
+                tokio::task::spawn_blocking(move || keys.auth.reload());
                 let state = Arc::clone(&state);
                 tokio::spawn(async move { let _ = state.reload(None).await; });
             }

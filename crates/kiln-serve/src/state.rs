@@ -34,6 +34,8 @@ pub struct AppState {
     pub decode_permits: Semaphore,
     /// The admin key; admin routes are refused while there is none.
     pub admin_key: Option<String>,
+    /// API keys and roles (`[auth]`); with keys on, the admin role governs admin routes.
+    pub auth: crate::auth::Auth,
     /// Set when shutdown begins: `/readyz` turns 503 so load balancers stop sending.
     pub draining: AtomicBool,
     /// The device models load onto.
@@ -100,6 +102,7 @@ impl AppState {
             metrics,
             limiter,
             admin_key: admin_key.filter(|k| !k.is_empty()),
+            auth: crate::auth::Auth::new(&config.auth),
             draining: AtomicBool::new(false),
             device,
             reload_lock: tokio::sync::Mutex::new(()),

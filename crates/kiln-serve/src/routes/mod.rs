@@ -4,6 +4,7 @@
 mod body;
 mod inference;
 mod ops;
+mod page;
 mod predict;
 mod v2;
 
@@ -43,6 +44,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v2/models/{name}/versions/{version}/infer",
             post(v2::infer_version),
         )
+        .merge(page::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -32,12 +32,16 @@ struct PredictRequest {
     /// Whether encoded images are inverted before fitting.
     #[serde(default)]
     invert: Invert,
+    /// Also answer, per instance, the 28x28 input the model saw, as a base64 PNG.
+    #[serde(default)]
+    explain: bool,
 }
 
 /// Query parameters, for raw image bodies.
 #[derive(Debug, Deserialize)]
 pub(super) struct PredictQuery {
     invert: Option<String>,
+    explain: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,6 +49,9 @@ pub(super) struct Prediction {
     class: usize,
     label: String,
     probabilities: Vec<f32>,
+    /// The fitted 28x28 input as a base64 PNG, when the request asked to `explain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fitted_png: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,31 +83,44 @@ pub(super) async fn predict(
             ApiError::bad_request("bad_query", "invert must be auto, true or false")
         })?),
     };
+    let query_explain = match query.explain.as_deref() {
+        Some("true" | "1" | "yes") => true,
+        None | Some("false" | "0" | "no") => false,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                "explain must be true or false",
+            ));
+        }
+    };
     let limits = ImageLimits::from(&state.config.limits);
     let max_instances = state.config.limits.max_instances;
     let body = read_body(&state, &headers, body).await?;
-    let images = match media.as_str() {
+    let (images, explain) = match media.as_str() {
         "application/json" => {
             let heavy = body.len() > INLINE_PARSE_LIMIT;
             let request =
                 parse_off_executor(&state, heavy, move || parse_json(&body, max_instances)).await?;
+            let explain = request.explain || query_explain;
             // Images are decoded off the executor, however small the body.
             let images = request
                 .instances
                 .iter()
                 .any(|i| matches!(i, Instance::Image(_)));
-            parse_off_executor(&state, heavy || images, move || {
+            let images = parse_off_executor(&state, heavy || images, move || {
                 decode(&request, limits, query_invert, deadline)
             })
-            .await?
+            .await?;
+            (images, explain)
         }
         "image/png" | "image/jpeg" => {
             let invert = query_invert.unwrap_or_default();
-            parse_off_executor(&state, true, move || {
+            let images = parse_off_executor(&state, true, move || {
                 let mut budget = limits.max_pixels;
                 input::pixels_from_image(&body, limits, invert, &mut budget).map(|p| vec![p])
             })
-            .await?
+            .await?;
+            (images, query_explain)
         }
         other => {
             return Err(ApiError::new(
@@ -120,12 +140,14 @@ pub(super) async fn predict(
     let predictions = output
         .probabilities
         .chunks(classes)
-        .map(|p| {
+        .zip(&images)
+        .map(|(p, pixels)| {
             let class = argmax(p);
             Prediction {
                 class,
                 label: model.manifest.class_names[class].clone(),
                 probabilities: p.to_vec(),
+                fitted_png: explain.then(|| input::png_base64(pixels)),
             }
         })
         .collect();

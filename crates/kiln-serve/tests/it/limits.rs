@@ -2,7 +2,7 @@
 //! and admin protection.
 
 use kiln_serve::ServeConfig;
-use kiln_serve::config::{BatchingConfig, LimitsConfig, RateLimitConfig};
+use kiln_serve::config::{BatchingConfig, LimitsConfig, RateLimitConfig, Wait};
 use serde_json::json;
 
 use crate::*;
@@ -171,13 +171,15 @@ async fn an_untrusted_forwarded_for_is_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_max_concurrency_get_503_with_retry_after() {
     let (_tmp, dir) = mlp_artifact(36);
-    // One request at a time; a 1 s batching window holds the first inside the server.
+    // One request at a time; a 1 s batching window (opted in: by default an idle worker does
+    // not wait) holds the first inside the server.
     let config = ServeConfig {
         limits: LimitsConfig {
             max_concurrency: 1,
             ..LimitsConfig::default()
         },
         batching: BatchingConfig {
+            wait: Wait::Always,
             max_delay_us: 1_000_000,
             max_batch_size: 64,
             ..BatchingConfig::default()

@@ -1,13 +1,17 @@
 //! Integration tests for kiln-serve: through `app(...).oneshot(...)` and over real sockets.
 
+mod auth;
 mod backends;
 mod bad_input;
 mod batching;
+mod fit;
 mod fuzz;
 mod limits;
+mod page;
 mod predict;
 mod reload;
 mod socket;
+mod tls;
 mod v2;
 
 use std::path::{Path, PathBuf};

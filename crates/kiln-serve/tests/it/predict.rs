@@ -144,3 +144,54 @@ async fn a_large_image_is_fitted_like_an_mnist_digit() {
         .count();
     assert_eq!(ink_outside, 0);
 }
+
+#[tokio::test]
+async fn explain_answers_the_fitted_input_as_a_png() {
+    let (_tmp, dir) = mlp_artifact(6);
+    let state = state(&dir, ServeConfig::default());
+    let (pixels, _) = &mnist_digits(1)[0];
+    // A dark digit on a light 90x70 page, and the raw numbers.
+    let page = image::GrayImage::from_fn(90, 70, |x, y| {
+        let (dx, dy) = (x.wrapping_sub(10) / 2, y.wrapping_sub(5) / 2);
+        let ink = if dx < 28 && dy < 28 {
+            pixels[(dy * 28 + dx) as usize]
+        } else {
+            0
+        };
+        image::Luma([255 - ink])
+    });
+    let page_png = png(90, 70, page.as_raw());
+    let body = json!({ "instances": [b64(&page_png), pixels], "explain": true });
+    let answer = call(&state, post_json("/predict", &body)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let fitted = kiln_serve::fit::fit_digit(&page, kiln_serve::fit::Invert::Auto);
+    for (i, expected) in [&fitted, pixels].into_iter().enumerate() {
+        let png_b64 = answer.json()["predictions"][i]["fitted_png"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no fitted_png in {}", answer.text()))
+            .to_string();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(png_b64)
+            .unwrap();
+        let image = image::load_from_memory(&decoded).unwrap().to_luma8();
+        assert_eq!(image.dimensions(), (28, 28));
+        assert_eq!(image.as_raw(), expected, "instance {i}");
+        assert_close(&answer.probabilities(i), &direct(&dir, expected));
+    }
+    // A raw body takes ?explain=true; without it there is no such field.
+    let raw = call(
+        &state,
+        post("/predict?explain=true", "image/png", page_png.clone()),
+    )
+    .await;
+    assert!(raw.json()["predictions"][0]["fitted_png"].is_string());
+    let plain = call(&state, post("/predict", "image/png", page_png)).await;
+    assert_eq!(plain.status, 200);
+    assert!(plain.json()["predictions"][0].get("fitted_png").is_none());
+    let bad = call(
+        &state,
+        post("/predict?explain=maybe", "image/png", vec![0u8]),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+}

@@ -1,12 +1,13 @@
 //! `kiln serve`: answer `/predict` and the `KServe` v2 protocol for a trained model.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Read as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use kiln_serve::auth::AuthMode;
 use kiln_serve::{AppState, LoadedModel, ServeConfig, ServeError};
 
 use crate::{UsageError, device};
@@ -15,8 +16,12 @@ use crate::{UsageError, device};
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// A run directory (its best artifact is served) or a model artifact directory.
-    #[arg(long, value_name = "RUN_OR_ARTIFACT")]
-    model: PathBuf,
+    #[arg(
+        long,
+        value_name = "RUN_OR_ARTIFACT",
+        required_unless_present = "hash_key"
+    )]
+    model: Option<PathBuf>,
     /// Server settings (see configs/serve.toml); defaults apply to anything left out.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -30,9 +35,25 @@ pub(crate) struct ServeArgs {
     /// Write logs (the access log included) as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Serve HTTPS with this PEM certificate chain (and --tls-key); overrides `[tls] cert`.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key (with --tls-cert); overrides `[tls] key`.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Read an API key on standard input and print its SHA-256, as the keys file's `sha256`
+    /// wants it (one trailing newline is dropped); serves nothing.
+    #[arg(long, conflicts_with_all = ["model", "config", "addr", "tls_cert", "tls_key"])]
+    hash_key: bool,
 }
 
 pub(crate) fn run(args: &ServeArgs) -> Result<u8> {
+    if args.hash_key {
+        return print_key_hash();
+    }
+    let Some(model_path) = &args.model else {
+        return Err(UsageError("--model is required".into()).into());
+    };
     init_logging(args.log_json);
     let started = Instant::now();
     let mut config = match &args.config {
@@ -42,24 +63,50 @@ pub(crate) fn run(args: &ServeArgs) -> Result<u8> {
     if let Some(addr) = args.addr {
         config.addr = addr;
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls.cert.clone_from(cert);
+        config.tls.key.clone_from(key);
+    }
+    let tls = if config.tls.is_on() {
+        Some(kiln_serve::tls::server_config(
+            &config.tls.cert,
+            &config.tls.key,
+        )?)
+    } else {
+        None
+    };
     let wanted = match args.device.as_str() {
-        "auto" => auto_device(&args.model)?,
+        "auto" => auto_device(model_path)?,
         other => other.to_string(),
     };
     let (device, device_name) = device::parse(&wanted).map_err(|e| UsageError(format!("{e:#}")))?;
-    let model = LoadedModel::load(&args.model, &device)?;
+    let model = LoadedModel::load(model_path, &device)?;
     // One forward pass now, so the first request does not pay for lazy initialisation.
     let _ = model.probabilities(vec![0.0; kiln_serve::PIXELS], 1);
     let admin_key = std::env::var(&config.admin.key_env).ok();
-    if admin_key.is_none() {
-        tracing::warn!(
-            "{} is not set: /admin/reload is off (SIGHUP still reloads)",
-            config.admin.key_env
-        );
+    if config.auth.mode == AuthMode::Keys {
+        if admin_key.is_some() {
+            tracing::warn!(
+                "{} is ignored: with [auth] mode = \"keys\", keys with the admin role use /admin/*",
+                config.admin.key_env
+            );
+        }
+    } else {
+        if admin_key.is_none() {
+            tracing::warn!(
+                "{} is not set: /admin/reload is off (SIGHUP still reloads)",
+                config.admin.key_env
+            );
+        }
+        if !config.addr.ip().is_loopback() {
+            tracing::warn!(addr = %config.addr, "[auth] mode = \"off\" on a non-loopback address: anyone who can reach it may call /predict");
+        }
     }
     let addr = config.addr;
     let (name, version) = (model.name().to_string(), model.version.clone());
-    let state = AppState::new(config, model, args.model.clone(), admin_key);
+    let state = AppState::new(config, model, model_path.clone(), admin_key);
+    // Read the keys file now, so a bad one stops the start (exit 2) before anything listens.
+    state.auth.reload()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kiln-http")
@@ -70,15 +117,39 @@ pub(crate) fn run(args: &ServeArgs) -> Result<u8> {
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let local = listener.local_addr().map_err(ServeError::Io)?;
-        tracing::info!(%name, %version, device = %device_name, %local, "serving");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%name, %version, device = %device_name, %local, scheme, "serving");
         println!(
-            "kiln serve: {name} {version} on {device_name} at http://{local} (ready in {} ms)",
+            "kiln serve: {name} {version} on {device_name} at {scheme}://{local} (ready in {} ms)",
             started.elapsed().as_millis()
         );
-        kiln_serve::serve(listener, state.clone(), kiln_serve::shutdown_signal(state)).await?;
+        let shutdown = kiln_serve::shutdown_signal(state.clone());
+        match tls {
+            Some(tls) => kiln_serve::tls::serve_tls(listener, tls, state, shutdown).await?,
+            None => kiln_serve::serve(listener, state, shutdown).await?,
+        }
         println!("kiln serve: stopped");
         Ok::<_, anyhow::Error>(())
     })?;
+    Ok(0)
+}
+
+/// `--hash-key`: the SHA-256 of the key on standard input, in hex.
+fn print_key_hash() -> Result<u8> {
+    let mut key = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut key)
+        .context("reading the key from standard input")?;
+    if key.ends_with(b"\n") {
+        key.pop();
+        if key.ends_with(b"\r") {
+            key.pop();
+        }
+    }
+    if key.is_empty() {
+        return Err(UsageError("no key on standard input".into()).into());
+    }
+    println!("{}", kiln_serve::auth::hash_key(&key));
     Ok(0)
 }
 
