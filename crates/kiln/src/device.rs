@@ -88,6 +88,6 @@ fn cuda(index: usize) -> Result<(Device, String)> {
 #[cfg(not(feature = "cuda"))]
 fn cuda(_index: usize) -> Result<(Device, String)> {
     bail!(
-        "this kiln was built without CUDA: rebuild with `cargo build --release --features cuda` (see README: the CUDA build needs network access for its LLVM bundle)"
+        "this kiln was built without CUDA: rebuild with `cargo build --release --features cuda` (it needs the driver's libcuda, NVRTC and the CUDA headers at run time; see docs/cuda-offline.md)"
     )
 }
