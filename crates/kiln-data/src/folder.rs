@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::ImageSet;
 use crate::error::{DataError, Result};
+use crate::image::{Fit, decode_to_shape};
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// Loads one split. Class names are the sorted sub-directory names; when `expected_classes` is
 /// given (the training split's), the split must use exactly those. Every image is decoded,
-/// converted to 8-bit grayscale and resized to `size` (`[height, width]`) when it differs.
+/// converted to 8-bit grayscale and resized to `size` (`[height, width]`) when it differs
+/// ([`crate::image`]'s [`Fit::Resize`]).
 ///
 /// # Errors
 /// [`DataError::MissingDir`], [`DataError::BadLayout`] or [`DataError::BadImage`] naming the file.
@@ -80,26 +82,13 @@ pub fn load_split(
     Ok((set, classes))
 }
 
-/// Decodes an encoded image to 8-bit grayscale of exactly `size` (`[height, width]`).
+/// Decodes an encoded image to 8-bit grayscale of exactly `size` (`[height, width]`): the
+/// shared pipeline's [`Fit::Resize`] rule, which serving applies to models trained here.
 ///
 /// # Errors
 /// [`DataError::BadImage`] when it cannot be decoded.
 pub fn decode_gray(path: &Path, bytes: &[u8], size: [usize; 2]) -> Result<Vec<u8>> {
-    let image = image::load_from_memory(bytes).map_err(|e| DataError::BadImage {
-        path: path.to_path_buf(),
-        message: format!("cannot decode image: {e}"),
-    })?;
-    let mut gray = image.to_luma8();
-    let [height, width] = size;
-    if gray.width() as usize != width || gray.height() as usize != height {
-        gray = image::imageops::resize(
-            &gray,
-            u32::try_from(width).unwrap_or(u32::MAX),
-            u32::try_from(height).unwrap_or(u32::MAX),
-            image::imageops::FilterType::Triangle,
-        );
-    }
-    Ok(gray.into_raw())
+    decode_to_shape(path, bytes, size, Fit::Resize)
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {

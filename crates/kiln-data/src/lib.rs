@@ -1,7 +1,9 @@
 //! Datasets for kiln: IDX and image-folder readers, checksums, fetching, preprocessing and batching.
 //!
-//! Nothing here knows about models, training or serving; [`preprocess`] is the single place
-//! pixels become model inputs, shared by training and serving.
+//! Nothing here knows about models, training or serving; [`image`] is the single place an
+//! encoded image becomes pixels of a model's size (decode, grayscale, the [`image::Fit`] rule)
+//! and [`preprocess`] the single place pixels become model inputs, both shared by training and
+//! serving.
 
 #![warn(missing_docs)]
 
@@ -11,6 +13,7 @@ mod error;
 pub mod fetch;
 pub mod folder;
 pub mod idx;
+pub mod image;
 pub mod loader;
 pub mod preprocess;
 pub mod rng;

@@ -14,6 +14,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use kiln_data::Normalization;
 use kiln_data::checksum::sha256_hex;
+use kiln_data::image::Fit;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -73,6 +74,12 @@ pub struct Manifest {
     pub input_shape: [usize; 3],
     /// How pixels are normalised before the network sees them.
     pub normalization: Normalization,
+    /// How an image of another size is fitted to `input_shape` (the rule the training data
+    /// went through); `None` in artifacts written before the rule was recorded, which read as
+    /// [`Fit::default_for`] their shape (see [`Manifest::fit_rule`]). Optional, so format
+    /// version 1 is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<Fit>,
     /// One name per output class.
     pub class_names: Vec<String>,
     /// The weights file, relative to the manifest.
@@ -88,6 +95,13 @@ impl Manifest {
     #[must_use]
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
+    }
+
+    /// The rule serving fits images by: the recorded one, else the default for the shape.
+    #[must_use]
+    pub fn fit_rule(&self) -> Fit {
+        self.fit
+            .unwrap_or_else(|| Fit::default_for(self.input_shape))
     }
 
     fn check(&self, path: &Path) -> Result<(), ModelError> {

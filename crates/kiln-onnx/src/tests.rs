@@ -17,6 +17,7 @@ fn manifest(architecture: Architecture, input_shape: [usize; 3], classes: usize)
             mean: 0.1307,
             std: 0.3081,
         },
+        fit: None,
         class_names: (0..classes).map(|c| format!("class \"{c}\"")).collect(),
         weights_file: "weights-0.bpk".into(),
         weights_sha256: "0".repeat(64),

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{BatchingConfig, Wait};
 use crate::metrics::Metrics;
-use crate::model::{LoadedModel, PIXELS};
+use crate::model::LoadedModel;
 
 /// Why a job got no probabilities.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,7 +95,7 @@ impl Batcher {
         Self { tx, depth }
     }
 
-    /// Queues `n` preprocessed images (`n * 784` values) for `model` and waits for their
+    /// Queues `n` preprocessed images (`n * model.pixels()` values) for `model` and waits for their
     /// probabilities, at most until `deadline`.
     ///
     /// # Errors
@@ -107,7 +107,7 @@ impl Batcher {
         n: usize,
         deadline: Instant,
     ) -> Result<BatchOutput, BatchError> {
-        debug_assert_eq!(inputs.len(), n * PIXELS);
+        debug_assert_eq!(inputs.len(), n * model.pixels());
         let (reply, answer) = oneshot::channel();
         let job = Job {
             model,
@@ -290,7 +290,7 @@ fn run_batch(batch: Vec<Job>, metrics: &Metrics) {
     }
     let n: usize = live.iter().map(|j| j.n).sum();
     let model = Arc::clone(&live[0].model);
-    let mut inputs = Vec::with_capacity(n * PIXELS);
+    let mut inputs = Vec::with_capacity(n * model.pixels());
     for job in &mut live {
         inputs.append(&mut job.inputs);
     }

@@ -162,6 +162,36 @@ pub struct RateLimitConfig {
     /// Use the rightmost `X-Forwarded-For` address (the one our own load balancer added) as the
     /// client when no key is sent (only behind a load balancer that sets it).
     pub trust_forwarded_for: bool,
+    /// Where budgets are kept: this process's memory, or Redis shared by every replica.
+    pub store: RateLimitStore,
+    /// `redis://[[user]:password@]host[:port][/db]` (with `store = "redis"`).
+    pub redis_url: String,
+    /// Prefix of the Redis keys (`{prefix}inference:{client}`, `{prefix}admin:{client}`).
+    pub redis_key_prefix: String,
+    /// Longest wait for the store's answer before `on_redis_error` applies (milliseconds).
+    pub redis_timeout_ms: u64,
+    /// What requests get while the store fails.
+    pub on_redis_error: OnStoreError,
+}
+
+/// `rate_limit.store`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitStore {
+    /// Token buckets in this process (each replica limits on its own).
+    Memory,
+    /// GCRA in Redis, one budget per client across all replicas.
+    Redis,
+}
+
+/// `rate_limit.on_redis_error`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    /// Fail open: allow the request without a limit (and count the error).
+    Open,
+    /// Fail closed: 503 with `Retry-After: 1`.
+    Closed,
 }
 
 impl Default for RateLimitConfig {
@@ -174,6 +204,11 @@ impl Default for RateLimitConfig {
             admin_burst: 3,
             client_header: "x-api-key".into(),
             trust_forwarded_for: false,
+            store: RateLimitStore::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_key_prefix: "kiln:rl:".into(),
+            redis_timeout_ms: 50,
+            on_redis_error: OnStoreError::Open,
         }
     }
 }
@@ -222,6 +257,7 @@ impl ServeConfig {
     pub fn check(&self) -> Result<(), String> {
         self.auth.check()?;
         self.tls.check()?;
+        self.rate_limit.check_store()?;
         let b = &self.batching;
         let l = &self.limits;
         let r = &self.rate_limit;

@@ -1,5 +1,6 @@
-//! Turning what clients send (numbers, PNG or JPEG bytes, base64) into 28x28 `u8` pixels.
-//! Every path ends in `u8` levels, which then go through the same `preprocess()` as training.
+//! Turning what clients send (numbers, PNG or JPEG bytes, base64) into `u8` pixels of the
+//! served model's input shape ([`InputSchema`], from its artifact). Every path ends in `u8`
+//! levels, which then go through the same `preprocess()` as training.
 
 use std::io::Cursor;
 
@@ -9,8 +10,8 @@ use serde::Deserialize;
 
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
-use crate::fit::{Invert, fit_digit};
-use crate::model::PIXELS;
+use crate::fit::{Invert, fit_gray};
+use crate::model::InputSchema;
 use crate::numbers::{Flat, Instance};
 
 /// How numeric pixels are scaled.
@@ -44,10 +45,15 @@ impl From<&LimitsConfig> for ImageLimits {
     }
 }
 
-fn count_error(found: usize) -> ApiError {
+fn count_error(schema: InputSchema, found: usize) -> ApiError {
     ApiError::bad_request(
         "wrong_pixel_count",
-        format!("an image needs {PIXELS} pixel values (28x28), found {found}"),
+        format!(
+            "an image needs {} pixel values (shape {:?}, {}), found {found}",
+            schema.pixels(),
+            schema.shape,
+            schema.describe()
+        ),
     )
 }
 
@@ -55,23 +61,31 @@ fn count_error(found: usize) -> ApiError {
 ///
 /// # Errors
 /// 400 for a non-number, arrays nested too deep, a wrong count, or a value out of range.
-pub fn pixels_from_flat(flat: &Flat, scale: Scale) -> Result<Vec<u8>, ApiError> {
+pub fn pixels_from_flat(
+    flat: &Flat,
+    scale: Scale,
+    schema: InputSchema,
+) -> Result<Vec<u8>, ApiError> {
     if let Some(problem) = &flat.problem {
         return Err(ApiError::bad_request("bad_pixels", *problem));
     }
-    if flat.count != PIXELS {
-        return Err(count_error(flat.count));
+    if flat.count != schema.pixels() {
+        return Err(count_error(schema, flat.count));
     }
-    pixels_from_numbers(&flat.values, scale)
+    pixels_from_numbers(&flat.values, scale, schema)
 }
 
-/// Checks and scales 784 numbers to `u8` levels.
+/// Checks and scales one image's numbers (`channels * height * width` of them) to `u8` levels.
 ///
 /// # Errors
 /// 400 for a wrong count, NaN or infinity, a negative value, or one out of range for `scale`.
-pub fn pixels_from_numbers(values: &[f64], scale: Scale) -> Result<Vec<u8>, ApiError> {
-    if values.len() != PIXELS {
-        return Err(count_error(values.len()));
+pub fn pixels_from_numbers(
+    values: &[f64],
+    scale: Scale,
+    schema: InputSchema,
+) -> Result<Vec<u8>, ApiError> {
+    if values.len() != schema.pixels() {
+        return Err(count_error(schema, values.len()));
     }
     if let Some(v) = values.iter().find(|v| !v.is_finite()) {
         return Err(ApiError::bad_request(
@@ -113,16 +127,16 @@ pub fn pixels_from_numbers(values: &[f64], scale: Scale) -> Result<Vec<u8>, ApiE
     }
 }
 
-/// 28x28 `u8` levels as a grey PNG, base64-encoded (standard alphabet, padded): what
-/// `"explain": true` answers for each instance.
+/// One image's `u8` levels (the model's `height x width`, one channel) as a grey PNG,
+/// base64-encoded (standard alphabet, padded): what `"explain": true` answers for each instance.
 #[must_use]
-pub fn png_base64(pixels: &[u8]) -> String {
-    let side = 28;
-    debug_assert_eq!(pixels.len(), PIXELS);
+pub fn png_base64(pixels: &[u8], schema: InputSchema) -> String {
+    let [height, width] = schema.size().map(|s| u32::try_from(s).unwrap_or(u32::MAX));
+    debug_assert_eq!(pixels.len(), schema.pixels());
     let mut png = Vec::new();
-    // Encoding a well-formed 28x28 grey image into memory cannot fail; should it, the field
-    // is empty rather than the answer lost.
-    let encoded = image::GrayImage::from_raw(side, side, pixels.to_vec())
+    // Encoding a well-formed grey image into memory cannot fail; should it, the field is
+    // empty rather than the answer lost.
+    let encoded = image::GrayImage::from_raw(width, height, pixels.to_vec())
         .map(|image| image.write_to(&mut Cursor::new(&mut png), ImageFormat::Png));
     if !matches!(encoded, Some(Ok(()))) {
         return String::new();
@@ -150,7 +164,8 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, ApiError> {
         .map_err(|e| ApiError::bad_request("bad_base64", format!("invalid base64: {e}")))
 }
 
-/// Decodes a PNG or JPEG and fits it to 28x28 (see [`crate::fit`]). The dimensions are read
+/// Decodes a PNG or JPEG and fits it to the model's input by its artifact's rule (see
+/// [`crate::fit`]). The dimensions are read
 /// from the header and checked before any pixel is decoded, against the longest side allowed
 /// and against `budget`, the pixels this request may still decode (reduced here).
 ///
@@ -162,6 +177,7 @@ pub fn pixels_from_image(
     limits: ImageLimits,
     invert: Invert,
     budget: &mut u64,
+    schema: InputSchema,
 ) -> Result<Vec<u8>, ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_image", m);
     let format = image::guess_format(bytes)
@@ -200,7 +216,12 @@ pub fn pixels_from_image(
     let image = r
         .decode()
         .map_err(|e| bad(format!("cannot decode the image: {e}")))?;
-    Ok(fit_digit(&image.to_luma8(), invert))
+    Ok(fit_gray(
+        &image.to_luma8(),
+        schema.size(),
+        schema.fit,
+        invert,
+    ))
 }
 
 /// One `/predict` instance: numbers, a base64 string, or `{"b64": "..."}`.
@@ -213,10 +234,13 @@ pub fn pixels_from_instance(
     limits: ImageLimits,
     invert: Invert,
     budget: &mut u64,
+    schema: InputSchema,
 ) -> Result<Vec<u8>, ApiError> {
     match instance {
-        Instance::Numbers(flat) => pixels_from_flat(flat, scale),
-        Instance::Image(text) => pixels_from_image(&decode_base64(text)?, limits, invert, budget),
+        Instance::Numbers(flat) => pixels_from_flat(flat, scale, schema),
+        Instance::Image(text) => {
+            pixels_from_image(&decode_base64(text)?, limits, invert, budget, schema)
+        }
         Instance::Invalid(message) => Err(ApiError::bad_request("bad_instance", *message)),
     }
 }

@@ -28,7 +28,7 @@ pub use batcher::{BatchError, Batcher};
 pub use config::ServeConfig;
 pub use error::{ApiError, ServeError, V2Error};
 pub use metrics::Metrics;
-pub use model::{INPUT_SHAPE, LoadedModel, ModelSlot, PIXELS};
+pub use model::{InputSchema, LoadedModel, ModelSlot};
 pub use routes::app;
 pub use server::{ReloadRequests, reload_on_sighup, reload_until, serve, shutdown_signal};
 pub use state::{AppState, ReloadOutcome};

@@ -71,6 +71,7 @@ pub struct Metrics {
     batch_sizes: Mutex<Histogram>,
     in_flight: AtomicUsize,
     rate_limited: AtomicU64,
+    rate_limit_store_errors: AtomicU64,
     overloaded: AtomicU64,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -83,6 +84,7 @@ impl Default for Metrics {
             batch_sizes: Mutex::new(Histogram::new(&BATCH_BUCKETS)),
             in_flight: AtomicUsize::new(0),
             rate_limited: AtomicU64::new(0),
+            rate_limit_store_errors: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
             reloads: Mutex::default(),
         }
@@ -120,6 +122,11 @@ impl Metrics {
     /// Counts a request refused by the rate limiter.
     pub fn rate_limited(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed or timed-out check of a shared rate-limit store.
+    pub fn rate_limit_store_error(&self) {
+        self.rate_limit_store_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request refused because the server was at capacity.
@@ -184,6 +191,12 @@ impl Metrics {
                 "Requests refused with 429 by the rate limiter.",
                 "counter",
                 self.rate_limited.load(Ordering::Relaxed),
+            ),
+            (
+                "kiln_rate_limit_store_errors_total",
+                "Rate-limit checks the shared store (Redis) failed or did not answer in time.",
+                "counter",
+                self.rate_limit_store_errors.load(Ordering::Relaxed),
             ),
             (
                 "kiln_overloaded_total",

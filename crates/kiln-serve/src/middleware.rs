@@ -100,10 +100,16 @@ pub(crate) async fn observe(
         seen.client = format!("key:{}", key.id);
         request.extensions_mut().insert(key.clone());
     }
-    let decision = class
-        .filter(|_| state.config.rate_limit.enabled && access.is_ok())
-        .map(|class| state.limiter.check(&seen.client, class));
-    let mut response = match access.and_then(|_| admit(&state, class, decision.as_ref())) {
+    // A failing shared store answers per `on_redis_error`: no limit (`Ok(None)`) or a 503.
+    let limited = match class.filter(|_| state.config.rate_limit.enabled && access.is_ok()) {
+        Some(class) => crate::ratelimit::decide(&state, &seen.client, class).await,
+        None => Ok(None),
+    };
+    let decision = limited.as_ref().ok().copied().flatten();
+    let admitted = access
+        .and(limited)
+        .and_then(|_| admit(&state, class, decision.as_ref()));
+    let mut response = match admitted {
         Err(error) => shape.respond(error),
         Ok(permit) => {
             let _in_flight = InFlight::new(&state);

@@ -5,14 +5,41 @@ use std::sync::{Arc, RwLock};
 
 use burn::tensor::{Device, Tensor, TensorData, activation::softmax};
 use kiln_data::PixelTable;
+use kiln_data::image::Fit;
 use kiln_model::{Manifest, Model, artifact};
 
 use crate::error::ServeError;
 
-/// The input every served model takes: one 28x28 grey image.
-pub const INPUT_SHAPE: [usize; 3] = [1, 28, 28];
-/// Values per image.
-pub const PIXELS: usize = 28 * 28;
+/// What a served model takes, from its artifact: the shape of one image and the rule that
+/// fits a client's image of another size to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputSchema {
+    /// `[channels, height, width]`.
+    pub shape: [usize; 3],
+    /// How an encoded image is fitted to `height x width`.
+    pub fit: Fit,
+}
+
+impl InputSchema {
+    /// Values per image: `channels * height * width`.
+    #[must_use]
+    pub fn pixels(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// `[height, width]`.
+    #[must_use]
+    pub fn size(&self) -> [usize; 2] {
+        [self.shape[1], self.shape[2]]
+    }
+
+    /// The shape as text, `CxHxW`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let [c, h, w] = self.shape;
+        format!("{c}x{h}x{w}")
+    }
+}
 
 /// A loaded artifact, ready to run.
 #[derive(Debug)]
@@ -37,15 +64,16 @@ impl LoadedModel {
     ///
     /// # Errors
     /// [`ServeError::Model`] for a missing, corrupt or mismatched artifact, and
-    /// [`ServeError::Unservable`] for one whose input is not a 28x28 grey image.
+    /// [`ServeError::Unservable`] for one whose input is not grey images (one channel; the
+    /// training data are grayscale) or that names no classes.
     pub fn load(path: &Path, device: &Device) -> Result<Self, ServeError> {
         let loaded = artifact::load(path, device)?;
         let manifest = loaded.manifest;
-        if manifest.input_shape != INPUT_SHAPE {
+        if manifest.input_shape[0] != 1 {
             return Err(ServeError::Unservable {
                 path: loaded.dir,
                 message: format!(
-                    "input shape {:?}, but kiln serve takes {INPUT_SHAPE:?} (one 28x28 grey image)",
+                    "input shape {:?}, but kiln serve takes grey images ([1, height, width])",
                     manifest.input_shape
                 ),
             });
@@ -77,6 +105,21 @@ impl LoadedModel {
         &self.manifest.name
     }
 
+    /// The input the model takes, from its manifest.
+    #[must_use]
+    pub fn schema(&self) -> InputSchema {
+        InputSchema {
+            shape: self.manifest.input_shape,
+            fit: self.manifest.fit_rule(),
+        }
+    }
+
+    /// Values per image (`channels * height * width`).
+    #[must_use]
+    pub fn pixels(&self) -> usize {
+        self.schema().pixels()
+    }
+
     /// Number of classes.
     #[must_use]
     pub fn classes(&self) -> usize {
@@ -84,14 +127,16 @@ impl LoadedModel {
     }
 
     /// Class probabilities for `n` preprocessed images laid out one after another
-    /// (`n * 784` values), as `n * classes` values.
+    /// (`n * channels * height * width` values), as `n * classes` values.
     ///
     /// # Panics
-    /// If `inputs.len() != n * 784` (callers build inputs through [`crate::input`]).
+    /// If `inputs.len()` is not `n` images' worth (callers build inputs through
+    /// [`crate::input`]).
     #[must_use]
     pub fn probabilities(&self, inputs: Vec<f32>, n: usize) -> Vec<f32> {
-        assert_eq!(inputs.len(), n * PIXELS, "input length");
-        let images = Tensor::<4>::from_data(TensorData::new(inputs, [n, 1, 28, 28]), &self.device);
+        assert_eq!(inputs.len(), n * self.pixels(), "input length");
+        let [c, h, w] = self.manifest.input_shape;
+        let images = Tensor::<4>::from_data(TensorData::new(inputs, [n, c, h, w]), &self.device);
         let probs = softmax(self.model.forward(images), 1);
         probs
             .into_data()

@@ -3,10 +3,30 @@
 //! allocation per number), and a wrong element is remembered rather than failing the whole
 //! body, so the answer can say which instance is wrong and how.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+thread_local! {
+    /// Numbers kept per image while parsing on this thread (see [`with_pixel_cap`]).
+    static PIXEL_CAP: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Runs `parse` keeping at most `pixels` numbers per image (the served model's
+/// `channels * height * width`; a longer image is counted, not stored, and refused later), so
+/// the bound follows the model that will run the request.
+pub(crate) fn with_pixel_cap<T>(pixels: usize, parse: impl FnOnce() -> T) -> T {
+    let before = PIXEL_CAP.with(|cap| cap.replace(pixels));
+    let out = parse();
+    PIXEL_CAP.with(|cap| cap.set(before));
+    out
+}
+
+fn pixel_cap() -> usize {
+    PIXEL_CAP.with(Cell::get)
+}
 
 /// Numbers from (nested) arrays, in order, and the first problem met, if any.
 #[derive(Debug, Default)]
@@ -76,8 +96,9 @@ impl<'de> Visitor<'de> for FlatSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         if self.depth > self.max_depth {
-            self.out
-                .note("pixel arrays nest too deep ([1][28][28] at most for an image)");
+            self.out.note(
+                "pixel arrays nest too deep ([channels][height][width] at most for an image)",
+            );
             while seq.next_element::<IgnoredAny>()?.is_some() {}
             return Ok(());
         }
@@ -122,7 +143,7 @@ impl<'de> Deserialize<'de> for Flat {
             out: &mut flat,
             depth: 0,
             max_depth: 5,
-            cap: MAX_INSTANCES * crate::model::PIXELS + 1,
+            cap: MAX_INSTANCES.saturating_mul(pixel_cap()).saturating_add(1),
         }
         .deserialize(d)?;
         Ok(flat)
@@ -132,7 +153,7 @@ impl<'de> Deserialize<'de> for Flat {
 /// One `/predict` instance as sent.
 #[derive(Debug)]
 pub enum Instance {
-    /// Numbers (flat, `[28][28]` or `[1][28][28]`).
+    /// Numbers (flat, `[height][width]` or `[channels][height][width]`).
     Numbers(Flat),
     /// A base64 PNG or JPEG (bare, `data:` URL, or `{"b64": ...}`).
     Image(String),
@@ -142,7 +163,8 @@ pub enum Instance {
 
 struct InstanceVisitor;
 
-const INSTANCE_FORMS: &str = "an instance is 784 numbers, a base64 image or {\"b64\": ...}";
+const INSTANCE_FORMS: &str =
+    "an instance is pixel values (numbers), a base64 image or {\"b64\": ...}";
 
 /// Most instances (images) any request may carry, whatever the config says: parsing stops
 /// here, so a body of empty instances cannot make the server allocate without bound.
@@ -190,7 +212,7 @@ impl<'de> Visitor<'de> for InstanceVisitor {
             out: &mut flat,
             depth: 1,
             max_depth: 3,
-            cap: crate::model::PIXELS,
+            cap: pixel_cap(),
         }
         .visit_seq(seq)?;
         Ok(Instance::Numbers(flat))
@@ -228,31 +250,31 @@ impl<'de> Visitor<'de> for InstanceVisitor {
 
     fn visit_bool<E>(self, _: bool) -> Result<Instance, E> {
         Ok(Instance::Invalid(
-            "an instance is 784 numbers, a base64 image or {\"b64\": ...}, found a boolean",
+            "an instance is pixel values (numbers), a base64 image or {\"b64\": ...}, found a boolean",
         ))
     }
 
     fn visit_u64<E>(self, _: u64) -> Result<Instance, E> {
         Ok(Instance::Invalid(
-            "an instance is 784 numbers, a base64 image or {\"b64\": ...}, found a number",
+            "an instance is pixel values (numbers), a base64 image or {\"b64\": ...}, found a number",
         ))
     }
 
     fn visit_i64<E>(self, _: i64) -> Result<Instance, E> {
         Ok(Instance::Invalid(
-            "an instance is 784 numbers, a base64 image or {\"b64\": ...}, found a number",
+            "an instance is pixel values (numbers), a base64 image or {\"b64\": ...}, found a number",
         ))
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<Instance, E> {
         Ok(Instance::Invalid(
-            "an instance is 784 numbers, a base64 image or {\"b64\": ...}, found a number",
+            "an instance is pixel values (numbers), a base64 image or {\"b64\": ...}, found a number",
         ))
     }
 
     fn visit_unit<E>(self) -> Result<Instance, E> {
         Ok(Instance::Invalid(
-            "an instance is 784 numbers, a base64 image or {\"b64\": ...}, found null",
+            "an instance is pixel values (numbers), a base64 image or {\"b64\": ...}, found null",
         ))
     }
 }

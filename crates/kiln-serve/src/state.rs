@@ -13,7 +13,7 @@ use crate::config::ServeConfig;
 use crate::error::ServeError;
 use crate::metrics::Metrics;
 use crate::model::{LoadedModel, ModelSlot};
-use crate::ratelimit::{Budget, RateLimiter, TokenBuckets};
+use crate::ratelimit::RateLimiter;
 
 /// Shared state of one server.
 #[derive(Debug)]
@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Per-client limits.
     pub limiter: Arc<dyn RateLimiter>,
+    /// Failures of a shared rate-limit store, for rate-limited logging.
+    pub(crate) store_health: crate::ratelimit::StoreHealth,
     /// Requests handled at once.
     pub concurrency: Arc<Semaphore>,
     /// Large bodies and images parsed at once, off the executor.
@@ -58,8 +60,9 @@ pub struct ReloadOutcome {
 }
 
 impl AppState {
-    /// State for serving `model` (loaded from `source`) with `config`, using the in-memory rate
-    /// limiter; starts the inference workers.
+    /// State for serving `model` (loaded from `source`) with `config`, using the rate limiter
+    /// `rate_limit.store` names (in memory, or Redis, connected on first use); starts the
+    /// inference workers.
     #[must_use]
     pub fn new(
         config: ServeConfig,
@@ -67,17 +70,7 @@ impl AppState {
         source: PathBuf,
         admin_key: Option<String>,
     ) -> Arc<Self> {
-        let r = &config.rate_limit;
-        let limiter = Arc::new(TokenBuckets::new(
-            Budget {
-                rate: r.rate_per_second,
-                burst: r.burst,
-            },
-            Budget {
-                rate: r.admin_rate_per_second,
-                burst: r.admin_burst,
-            },
-        ));
+        let limiter = crate::ratelimit::from_config(&config.rate_limit);
         Self::with_limiter(config, model, source, admin_key, limiter)
     }
 
@@ -101,6 +94,7 @@ impl AppState {
             slot: ModelSlot::new(model, source),
             metrics,
             limiter,
+            store_health: crate::ratelimit::StoreHealth::default(),
             admin_key: admin_key.filter(|k| !k.is_empty()),
             auth: crate::auth::Auth::new(&config.auth),
             draining: AtomicBool::new(false),

@@ -16,7 +16,8 @@ use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor};
-use kiln_data::{HostBatch, Loader, LoaderOptions, SplitMix64};
+use kiln_data::image::Fit;
+use kiln_data::{DatasetFormat, HostBatch, Loader, LoaderOptions, SplitMix64};
 use kiln_model::{Lineage, Manifest, Model, artifact};
 use kiln_tensorboard::EventWriter;
 
@@ -546,6 +547,12 @@ impl<'a> Trainer<'a> {
             architecture: run.config.model.clone(),
             input_shape: [1, data.train.height, data.train.width],
             normalization: data.normalization,
+            // The rule the training images went through: the folder dataset resizes; IDX
+            // sets are MNIST-style digits, which photos reach by the MNIST fit.
+            fit: Some(match run.config.data.format {
+                DatasetFormat::Folder => Fit::Resize,
+                DatasetFormat::Idx => Fit::MnistFit,
+            }),
             class_names: data.info.class_names.clone(),
             weights_file: String::new(),
             weights_sha256: String::new(),

@@ -1,6 +1,7 @@
 use burn::module::Module;
 use burn::tensor::Device;
 use kiln_data::Normalization;
+use kiln_data::image::Fit;
 use kiln_model::artifact::{self, MANIFEST};
 use kiln_model::{Architecture, CnnConfig, Lineage, Manifest, MlpConfig, ModelError};
 
@@ -18,6 +19,7 @@ fn manifest(architecture: Architecture) -> Manifest {
             mean: 0.1307,
             std: 0.3081,
         },
+        fit: None,
         class_names: (0..10).map(|c| c.to_string()).collect(),
         weights_file: String::new(),
         weights_sha256: String::new(),
@@ -55,6 +57,7 @@ fn assert_round_trip(arch: &Architecture, seed: u64) {
 
 #[test]
 fn save_and_load_round_trip_bit_for_bit() {
+    let _guard = crate::exclusive();
     for arch in [
         Architecture::Mlp(MlpConfig::default()),
         Architecture::Cnn(CnnConfig::default()),
@@ -65,6 +68,7 @@ fn save_and_load_round_trip_bit_for_bit() {
 
 #[test]
 fn resaving_replaces_weights_and_leaves_one_file() {
+    let _guard = crate::exclusive();
     let device = Device::flex();
     let arch = Architecture::Mlp(MlpConfig {
         hidden: vec![8],
@@ -99,6 +103,7 @@ fn resaving_replaces_weights_and_leaves_one_file() {
 
 #[test]
 fn corrupt_weights_are_refused() {
+    let _guard = crate::exclusive();
     let device = Device::flex();
     let arch = Architecture::Mlp(MlpConfig::default());
     let dir = tempfile::tempdir().unwrap();
@@ -119,6 +124,7 @@ fn corrupt_weights_are_refused() {
 
 #[test]
 fn weights_that_do_not_fit_the_manifest_are_refused() {
+    let _guard = crate::exclusive();
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let small = Architecture::Mlp(MlpConfig {
@@ -143,6 +149,7 @@ fn weights_that_do_not_fit_the_manifest_are_refused() {
 
 #[test]
 fn invalid_manifests_are_refused_with_the_reason() {
+    let _guard = crate::exclusive();
     let device = Device::flex();
     let arch = Architecture::Mlp(MlpConfig::default());
     let dir = tempfile::tempdir().unwrap();
@@ -180,6 +187,7 @@ fn invalid_manifests_are_refused_with_the_reason() {
 
 #[test]
 fn the_weights_file_addresses_its_content() {
+    let _guard = crate::exclusive();
     let device = Device::flex();
     let arch = Architecture::Cnn(CnnConfig::default());
     let save = |seed: u64| {
@@ -229,6 +237,7 @@ impl kiln_model::Network for TinyNet {
 
 #[test]
 fn a_registered_architecture_round_trips_through_an_artifact() {
+    let _guard = crate::exclusive();
     kiln_model::registry::register::<TinyNet>();
     let arch: Architecture =
         serde_json::from_value(serde_json::json!({"kind": "tiny-test-net", "channels": 4}))
@@ -246,4 +255,36 @@ fn a_registered_architecture_round_trips_through_an_artifact() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("lenet9") && err.contains("mlp, cnn"), "{err}");
+}
+
+#[test]
+fn the_fit_rule_is_recorded_and_old_manifests_read_with_a_default() {
+    let _guard = crate::exclusive();
+    // Manifests only (no weights: `read_manifest` does not open them, and initialising a model
+    // here would draw on the process's one random generator under the seeded tests).
+    let arch = Architecture::Mlp(MlpConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let write = |manifest: &Manifest| {
+        let text = serde_json::to_string_pretty(manifest).unwrap();
+        std::fs::write(dir.path().join(MANIFEST), &text).unwrap();
+        text
+    };
+    // A manifest written before the rule was recorded has no `fit` key at all.
+    let text = write(&manifest(arch.clone()));
+    assert!(!text.contains("\"fit\""), "{text}");
+    let (_, read) = artifact::read_manifest(dir.path()).unwrap();
+    assert_eq!(read.fit, None);
+    assert_eq!(read.fit_rule(), Fit::MnistFit);
+    // Any other shape defaults to a plain resize.
+    let mut other = manifest(arch.clone());
+    other.input_shape = [1, 16, 12];
+    assert_eq!(other.fit_rule(), Fit::Resize);
+    // A recorded rule is written, read back and wins over the default.
+    let mut recorded = manifest(arch);
+    recorded.fit = Some(Fit::Resize);
+    let text = write(&recorded);
+    assert!(text.contains("\"fit\": \"resize\""), "{text}");
+    let (_, read) = artifact::read_manifest(dir.path()).unwrap();
+    assert_eq!(read.format_version, 1);
+    assert_eq!(read.fit_rule(), Fit::Resize);
 }

@@ -33,3 +33,15 @@ pub fn mnist_batch(n: usize, device: &Device) -> (Tensor<4>, Vec<f32>) {
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().iter::<f32>().collect()
 }
+
+/// burn's flex backend keeps one random generator per process: a test that seeds it and then
+/// builds a model must not have another test draw from it in between. Every test here that
+/// builds a model holds this lock.
+static MODELS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`MODELS`], even after another test panicked while holding it.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    MODELS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

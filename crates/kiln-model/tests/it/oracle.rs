@@ -53,6 +53,7 @@ fn assert_close(burn: &[f32], candle: &[f32]) {
 
 #[test]
 fn mlp_logits_match_candle() {
+    let _guard = crate::exclusive();
     let device = Device::flex();
     device.seed(3);
     let config = MlpConfig {
@@ -82,6 +83,7 @@ fn mlp_logits_match_candle() {
 
 #[test]
 fn cnn_logits_match_candle() {
+    let _guard = crate::exclusive();
     let device = Device::flex();
     device.seed(4);
     let Model::Cnn(cnn) = Architecture::Cnn(CnnConfig::default())

@@ -7,11 +7,11 @@ use axum::http::StatusCode;
 
 use crate::batcher::{BatchError, BatchOutput};
 use crate::error::ApiError;
-use crate::model::{LoadedModel, PIXELS};
+use crate::model::LoadedModel;
 use crate::request::deadline_exceeded;
 use crate::state::AppState;
 
-/// Normalises `images` (28x28 `u8` levels) with the model's own `preprocess()` table and runs
+/// Normalises `images` (`u8` levels of the model's input shape) with the model's own `preprocess()` table and runs
 /// them through the batcher on `model`.
 pub(super) async fn run_model(
     state: &AppState,
@@ -19,7 +19,7 @@ pub(super) async fn run_model(
     images: &[Vec<u8>],
     deadline: Instant,
 ) -> Result<BatchOutput, ApiError> {
-    let mut inputs = Vec::with_capacity(images.len() * PIXELS);
+    let mut inputs = Vec::with_capacity(images.len() * model.pixels());
     for pixels in images {
         kiln_data::preprocess(pixels, &model.table, &mut inputs);
     }

@@ -341,6 +341,19 @@
       $("model").textContent = `model: ${ready.model} \u00b7 version ${ready.version}`;
       const meta = await getJson(`/v2/models/${encodeURIComponent(ready.model)}`);
       classNames = meta.parameters && meta.parameters.class_names;
+      // The artifact's input schema: [channels, height, width] and how images are fitted to it
+      // (the canvas is sent as it is, 280x280, and fitted server-side).
+      const input = (meta.parameters && meta.parameters.input_shape) || [];
+      const fit = (meta.parameters && meta.parameters.fit) || "";
+      const [channels, height, width] = input;
+      const size = height && width ? `${height}x${width}` : "";
+      $("fitted-caption").textContent = size ? `what the model saw (${size})` : "what the model saw";
+      if (height && width) {
+        const zoom = Math.max(1, Math.round(84 / Math.max(height, width)));
+        $("fitted").width = width * zoom;
+        $("fitted").height = height * zoom;
+      }
+      const values = input.length ? input.reduce((a, b) => a * b, 1) : "";
       showSchema([
         ["name", meta.name],
         ["versions", (meta.versions || []).join(", ")],
@@ -348,7 +361,8 @@
         ["inputs (v2)", shape(meta.inputs)],
         ["outputs (v2)", shape(meta.outputs)],
         ["classes", (classNames || []).join(", ")],
-        ["/predict takes", "image/png, image/jpeg, or JSON instances (784 numbers or base64 images)"],
+        ["input", size ? `${channels} channel(s) of ${size}, images fitted by ${fit}` : ""],
+        ["/predict takes", `image/png, image/jpeg, or JSON instances (${values} numbers or base64 images)`],
       ]);
     } catch (error) {
       $("model").textContent = "model: unavailable";

@@ -15,7 +15,8 @@ use super::inference::{argmax, run_model};
 use crate::error::ApiError;
 use crate::fit::Invert;
 use crate::input::{self, ImageLimits, Scale};
-use crate::numbers::{Instance, bounded_instances};
+use crate::model::InputSchema;
+use crate::numbers::{Instance, bounded_instances, with_pixel_cap};
 use crate::request::{Deadline, RequestId, deadline_exceeded};
 use crate::state::AppState;
 
@@ -23,7 +24,8 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PredictRequest {
-    /// Images: 784 numbers (flat or nested), a base64 PNG/JPEG, or `{"b64": ...}`.
+    /// Images: the model's `channels * height * width` numbers (flat or nested), a base64
+    /// PNG/JPEG, or `{"b64": ...}`.
     #[serde(deserialize_with = "bounded_instances")]
     instances: Vec<Instance>,
     /// How numeric pixels are scaled.
@@ -32,7 +34,7 @@ struct PredictRequest {
     /// Whether encoded images are inverted before fitting.
     #[serde(default)]
     invert: Invert,
-    /// Also answer, per instance, the 28x28 input the model saw, as a base64 PNG.
+    /// Also answer, per instance, the input the model saw, as a base64 PNG.
     #[serde(default)]
     explain: bool,
 }
@@ -49,7 +51,7 @@ pub(super) struct Prediction {
     class: usize,
     label: String,
     probabilities: Vec<f32>,
-    /// The fitted 28x28 input as a base64 PNG, when the request asked to `explain`.
+    /// The fitted input as a base64 PNG, when the request asked to `explain`.
     #[serde(skip_serializing_if = "Option::is_none")]
     fitted_png: Option<String>,
 }
@@ -96,11 +98,17 @@ pub(super) async fn predict(
     let limits = ImageLimits::from(&state.config.limits);
     let max_instances = state.config.limits.max_instances;
     let body = read_body(&state, &headers, body).await?;
+    // The model is taken once, here: its schema shapes the parsing and it runs the request,
+    // so a reload meanwhile (even to another input shape) does not split the two.
+    let model = state.slot.get();
+    let schema = model.schema();
     let (images, explain) = match media.as_str() {
         "application/json" => {
             let heavy = body.len() > INLINE_PARSE_LIMIT;
-            let request =
-                parse_off_executor(&state, heavy, move || parse_json(&body, max_instances)).await?;
+            let request = parse_off_executor(&state, heavy, move || {
+                parse_json(&body, max_instances, schema)
+            })
+            .await?;
             let explain = request.explain || query_explain;
             // Images are decoded off the executor, however small the body.
             let images = request
@@ -108,7 +116,7 @@ pub(super) async fn predict(
                 .iter()
                 .any(|i| matches!(i, Instance::Image(_)));
             let images = parse_off_executor(&state, heavy || images, move || {
-                decode(&request, limits, query_invert, deadline)
+                decode(&request, limits, query_invert, deadline, schema)
             })
             .await?;
             (images, explain)
@@ -117,7 +125,8 @@ pub(super) async fn predict(
             let invert = query_invert.unwrap_or_default();
             let images = parse_off_executor(&state, true, move || {
                 let mut budget = limits.max_pixels;
-                input::pixels_from_image(&body, limits, invert, &mut budget).map(|p| vec![p])
+                input::pixels_from_image(&body, limits, invert, &mut budget, schema)
+                    .map(|p| vec![p])
             })
             .await?;
             (images, query_explain)
@@ -134,7 +143,6 @@ pub(super) async fn predict(
         }
     };
 
-    let model = state.slot.get();
     let output = run_model(&state, &model, &images, deadline).await?;
     let classes = model.classes();
     let predictions = output
@@ -147,7 +155,7 @@ pub(super) async fn predict(
                 class,
                 label: model.manifest.class_names[class].clone(),
                 probabilities: p.to_vec(),
-                fitted_png: explain.then(|| input::png_base64(pixels)),
+                fitted_png: explain.then(|| input::png_base64(pixels, schema)),
             }
         })
         .collect();
@@ -161,8 +169,15 @@ pub(super) async fn predict(
     }))
 }
 
-fn parse_json(body: &[u8], max_instances: usize) -> Result<PredictRequest, ApiError> {
-    let request: PredictRequest = serde_json::from_slice(body).map_err(|e| {
+fn parse_json(
+    body: &[u8],
+    max_instances: usize,
+    schema: InputSchema,
+) -> Result<PredictRequest, ApiError> {
+    let parsed = with_pixel_cap(schema.pixels(), || {
+        serde_json::from_slice::<PredictRequest>(body)
+    });
+    let request = parsed.map_err(|e| {
         ApiError::bad_request(
             "bad_json",
             format!("malformed request: {e}; expected {{\"instances\": [...]}}"),
@@ -192,6 +207,7 @@ fn decode(
     limits: ImageLimits,
     query_invert: Option<Invert>,
     deadline: Instant,
+    schema: InputSchema,
 ) -> Result<Vec<Vec<u8>>, ApiError> {
     let invert = query_invert.unwrap_or(request.invert);
     let mut budget = limits.max_pixels;
@@ -203,11 +219,18 @@ fn decode(
             if Instant::now() > deadline {
                 return Err(deadline_exceeded());
             }
-            input::pixels_from_instance(instance, request.scale, limits, invert, &mut budget)
-                .map_err(|mut e| {
-                    e.message = format!("instance {i}: {}", e.message);
-                    e
-                })
+            input::pixels_from_instance(
+                instance,
+                request.scale,
+                limits,
+                invert,
+                &mut budget,
+                schema,
+            )
+            .map_err(|mut e| {
+                e.message = format!("instance {i}: {}", e.message);
+                e
+            })
         })
         .collect()
 }

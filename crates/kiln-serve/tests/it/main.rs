@@ -9,6 +9,7 @@ mod fuzz;
 mod limits;
 mod page;
 mod predict;
+mod redis_limits;
 mod reload;
 mod socket;
 mod tls;
@@ -45,6 +46,7 @@ pub fn write_artifact(dir: &Path, arch: Architecture, seed: u64, name: &str) -> 
             mean: 0.1307,
             std: 0.3081,
         },
+        fit: None,
         class_names: (0..10).map(|c| format!("digit-{c}")).collect(),
         weights_file: String::new(),
         weights_sha256: String::new(),

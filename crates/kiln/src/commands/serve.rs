@@ -82,7 +82,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<u8> {
     let (device, device_name) = device::parse(&wanted).map_err(|e| UsageError(format!("{e:#}")))?;
     let model = LoadedModel::load(model_path, &device)?;
     // One forward pass now, so the first request does not pay for lazy initialisation.
-    let _ = model.probabilities(vec![0.0; kiln_serve::PIXELS], 1);
+    let _ = model.probabilities(vec![0.0; model.pixels()], 1);
     let admin_key = std::env::var(&config.admin.key_env).ok();
     if config.auth.mode == AuthMode::Keys {
         if admin_key.is_some() {

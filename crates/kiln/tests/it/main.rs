@@ -3,6 +3,7 @@
 mod export;
 mod faults;
 mod runs;
+mod serve_shape;
 mod sweep;
 
 use std::path::{Path, PathBuf};

@@ -137,18 +137,35 @@ fn find_model(
 }
 
 fn metadata(model: &LoadedModel) -> Json<Value> {
+    let schema = model.schema();
+    let [c, h, w] = schema.shape;
+    // `[-1, H, W]` for grey models, as before; `[-1, C, H, W]` when there are channels.
+    let shape: Vec<i64> = if c == 1 {
+        vec![-1, dim(h), dim(w)]
+    } else {
+        vec![-1, dim(c), dim(h), dim(w)]
+    };
     Json(json!({
         "name": model.name(),
         "versions": [model.version],
         "platform": "kiln",
-        "inputs": [{ "name": "input", "datatype": "FP32", "shape": [-1, 28, 28] }],
+        "inputs": [{ "name": "input", "datatype": "FP32", "shape": shape }],
         "outputs": [
             { "name": "probabilities", "datatype": "FP32", "shape": [-1, model.classes()] },
             { "name": "class", "datatype": "INT64", "shape": [-1] },
             { "name": "label", "datatype": "BYTES", "shape": [-1] },
         ],
-        "parameters": { "class_names": model.manifest.class_names },
+        "parameters": {
+            "class_names": model.manifest.class_names,
+            "input_shape": schema.shape,
+            "fit": schema.fit.name(),
+        },
     }))
+}
+
+/// A dimension as the v2 protocol writes it (`i64`).
+fn dim(d: usize) -> i64 {
+    i64::try_from(d).unwrap_or(i64::MAX)
 }
 
 async fn run_infer(
@@ -164,9 +181,10 @@ async fn run_infer(
     let header_length = header_length(&headers)?;
     let body = read_body(&state, &headers, body).await?;
     let max_instances = state.config.limits.max_instances;
+    let schema = model.schema();
     let heavy = body.len() > INLINE_PARSE_LIMIT;
     let parsed = parse_off_executor(&state, heavy, move || {
-        parse_request(&body, header_length, max_instances)
+        parse_request(&body, header_length, max_instances, schema)
     })
     .await?;
     let output = run_model(&state, &model, &parsed.images, deadline).await?;

@@ -8,8 +8,8 @@ use super::HEADER_LENGTH;
 use super::protocol::{InferInput, InferRequest, Output, Parsed, RequestedOutput};
 use crate::error::ApiError;
 use crate::input::{self, Scale};
-use crate::model::PIXELS;
-use crate::numbers::Flat;
+use crate::model::InputSchema;
+use crate::numbers::{Flat, with_pixel_cap};
 
 /// The length of the JSON part, from the `Inference-Header-Content-Length` header; `None`
 /// when the whole body is JSON.
@@ -31,20 +31,24 @@ pub(super) fn header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiErr
 }
 
 /// Checks a request body (`header_length` bytes of JSON, then binary tensor data) and returns
-/// what it asks for, at most `max_instances` images.
+/// what it asks for, at most `max_instances` images of the model's `schema`.
 pub(super) fn parse_request(
     body: &[u8],
     header_length: Option<usize>,
     max_instances: usize,
+    schema: InputSchema,
 ) -> Result<Parsed, ApiError> {
     let (json_part, binary) = split_body(body, header_length)?;
-    let request: InferRequest = serde_json::from_slice(json_part).map_err(|e| {
+    let parsed = with_pixel_cap(schema.pixels(), || {
+        serde_json::from_slice::<InferRequest>(json_part)
+    });
+    let request = parsed.map_err(|e| {
         ApiError::bad_request("bad_json", format!("malformed inference request: {e}"))
     })?;
     let mut input = single_input(request.inputs)?;
-    let n = batch_of(&input, max_instances)?;
+    let n = batch_of(&input, max_instances, schema)?;
     let values = input_values(&mut input, binary)?;
-    let images = images(&input, &values, n)?;
+    let images = images(&input, &values, n, schema)?;
     let outputs = requested_outputs(&request.parameters, request.outputs.as_deref())?;
     Ok(Parsed {
         id: request.id,
@@ -79,14 +83,28 @@ fn single_input(mut inputs: Vec<InferInput>) -> Result<InferInput, ApiError> {
     Ok(inputs.remove(0))
 }
 
-/// The batch size a shape declares: `[N,28,28]`, `[N,784]` or `[N,1,28,28]`.
-fn batch_of(input: &InferInput, max_instances: usize) -> Result<usize, ApiError> {
+/// The batch size a shape declares, for a model of input `[C,H,W]`: `[N,C,H,W]`, `[N,C*H*W]`,
+/// or `[N,H,W]` when `C` is 1.
+fn batch_of(
+    input: &InferInput,
+    max_instances: usize,
+    schema: InputSchema,
+) -> Result<usize, ApiError> {
+    let [c, h, w] = schema.shape;
+    let pixels = schema.pixels();
     let bad = || {
+        let three = if c == 1 {
+            format!("[N,{h},{w}], ")
+        } else {
+            String::new()
+        };
         ApiError::bad_request(
             "bad_shape",
             format!(
-                "shape {:?} is not accepted: use [N,28,28], [N,784] or [N,1,28,28]",
-                input.shape
+                "shape {:?} is not accepted: the model takes {} images ({c} channel(s) of \
+                 {h}x{w}); use {three}[N,{pixels}] or [N,{c},{h},{w}]",
+                input.shape,
+                schema.describe()
             ),
         )
     };
@@ -95,8 +113,10 @@ fn batch_of(input: &InferInput, max_instances: usize) -> Result<usize, ApiError>
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| bad()))
         .collect::<Result<_, _>>()?;
-    let n = match dims.as_slice() {
-        [n, 28, 28] | [n, 784] | [n, 1, 28, 28] => *n,
+    let n = match *dims.as_slice() {
+        [n, dh, dw] if c == 1 && [dh, dw] == [h, w] => n,
+        [n, flat] if flat == pixels => n,
+        [n, dc, dh, dw] if [dc, dh, dw] == [c, h, w] => n,
         _ => return Err(bad()),
     };
     if n == 0 {
@@ -193,14 +213,20 @@ fn from_binary(bytes: &[u8], datatype: &str) -> Result<Vec<f64>, ApiError> {
 }
 
 /// `n` images from the input's values, scaled as its datatype says.
-fn images(input: &InferInput, values: &[f64], n: usize) -> Result<Vec<Vec<u8>>, ApiError> {
-    if values.len() != n * PIXELS {
+fn images(
+    input: &InferInput,
+    values: &[f64],
+    n: usize,
+    schema: InputSchema,
+) -> Result<Vec<Vec<u8>>, ApiError> {
+    let pixels = schema.pixels();
+    if values.len() != n * pixels {
         return Err(ApiError::bad_request(
             "wrong_pixel_count",
             format!(
                 "shape {:?} needs {} values, found {}",
                 input.shape,
-                n * PIXELS,
+                n * pixels,
                 values.len()
             ),
         ));
@@ -217,10 +243,10 @@ fn images(input: &InferInput, values: &[f64], n: usize) -> Result<Vec<Vec<u8>>, 
         ));
     }
     values
-        .chunks(PIXELS)
+        .chunks(pixels)
         .enumerate()
         .map(|(i, chunk)| {
-            input::pixels_from_numbers(chunk, scale).map_err(|mut e| {
+            input::pixels_from_numbers(chunk, scale, schema).map_err(|mut e| {
                 e.message = format!("image {i}: {}", e.message);
                 e
             })
@@ -259,4 +285,52 @@ fn requested_outputs(
             Output::parse(&o.name).map(|output| (output, binary))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_data::image::Fit;
+
+    fn input(shape: &[i64]) -> InferInput {
+        InferInput {
+            name: "input".into(),
+            shape: shape.to_vec(),
+            datatype: "UINT8".into(),
+            parameters: Map::new(),
+            data: None,
+        }
+    }
+
+    #[test]
+    fn shapes_follow_the_schema() {
+        let grey = InputSchema {
+            shape: [1, 16, 12],
+            fit: Fit::Resize,
+        };
+        for shape in [[3, 16, 12].as_slice(), &[3, 192], &[3, 1, 16, 12]] {
+            assert_eq!(batch_of(&input(shape), 8, grey).unwrap(), 3, "{shape:?}");
+        }
+        for shape in [
+            [1, 28, 28].as_slice(),
+            &[1, 784],
+            &[1, 12, 16],
+            &[1, 2, 16, 12],
+        ] {
+            let e = batch_of(&input(shape), 8, grey).unwrap_err();
+            assert!(
+                e.message.contains("[N,16,12]") && e.message.contains("[N,192]"),
+                "{}",
+                e.message
+            );
+        }
+        // Channels: [N,C,H,W] and [N,C*H*W] only.
+        let colour = InputSchema {
+            shape: [3, 4, 5],
+            fit: Fit::Resize,
+        };
+        assert_eq!(batch_of(&input(&[2, 3, 4, 5]), 8, colour).unwrap(), 2);
+        assert_eq!(batch_of(&input(&[2, 60]), 8, colour).unwrap(), 2);
+        assert!(batch_of(&input(&[2, 4, 5]), 8, colour).is_err());
+    }
 }

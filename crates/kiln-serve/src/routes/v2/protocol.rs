@@ -41,7 +41,7 @@ pub(super) struct RequestedOutput {
 pub(super) struct Parsed {
     /// The client's id for the request, echoed back.
     pub id: Option<String>,
-    /// 28x28 `u8` images.
+    /// `u8` images of the model's input shape.
     pub images: Vec<Vec<u8>>,
     /// Each output asked for, and whether it goes in the binary part.
     pub outputs: Vec<(Output, bool)>,

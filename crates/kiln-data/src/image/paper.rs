@@ -14,8 +14,8 @@
 //! 4. Levels: the paper's noise ceiling becomes 0 and the ink's typical level 255; everything
 //!    beyond a few pixels of the kept ink is 0.
 
-use image::imageops;
-use image::{GrayImage, Luma};
+use ::image::imageops;
+use ::image::{GrayImage, Luma};
 
 /// Longest side the cleaning works at; larger images are box-averaged down to it first.
 const WORK_SIDE: u32 = 1024;
