@@ -5,8 +5,7 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 
 /// Device names accepted, for help texts.
-pub(crate) const HELP: &str =
-    "cpu (burn's flex backend, the default), ndarray, wgpu, vulkan, cuda or cuda:N";
+pub(crate) const HELP: &str = "cpu (burn's flex backend, the default), ndarray, wgpu, vulkan, cuda, cuda:N, or auto (the best that can run here: see `kiln devices`)";
 
 /// The device for `name`, and its canonical name for records.
 ///
@@ -15,6 +14,11 @@ pub(crate) const HELP: &str =
 pub(crate) fn parse(name: &str) -> Result<(Device, String)> {
     let name = name.trim().to_ascii_lowercase();
     match name.as_str() {
+        "auto" => {
+            let host = crate::probe::Host::detect();
+            let probes = crate::probe::probe(&host, &crate::probe::compiled());
+            parse(crate::probe::auto(&probes))
+        }
         "cpu" | "flex" => cpu(),
         "ndarray" => ndarray(),
         "wgpu" => wgpu(),

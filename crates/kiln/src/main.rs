@@ -2,6 +2,7 @@
 
 mod commands;
 mod device;
+mod probe;
 mod progress;
 
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Data(commands::data::DataCommand),
     /// Measure training and inference throughput on this machine.
     Bench(commands::bench::BenchArgs),
+    /// List the backends compiled in, what each finds on this machine, and why one cannot run.
+    Devices(commands::devices::DevicesArgs),
     /// Serve a trained model over HTTP: /predict and the `KServe` v2 protocol.
     Serve(commands::serve::ServeArgs),
     /// List the runs below a directory with the hyperparameters that differ, or diff two runs.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Export(args) => commands::export::run(&args),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(args) => commands::bench::run(&args),
+        Command::Devices(args) => commands::devices::run(&args),
         Command::Serve(args) => commands::serve::run(&args),
         Command::Runs(args) => commands::runs::run(&args),
         Command::Sweep(args) => commands::sweep::run(&args),

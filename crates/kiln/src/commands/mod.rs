@@ -2,6 +2,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod data;
+pub(crate) mod devices;
 pub(crate) mod eval;
 pub(crate) mod export;
 pub(crate) mod runs;

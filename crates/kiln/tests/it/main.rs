@@ -1,5 +1,6 @@
 //! End-to-end tests of the `kiln` binary: exit codes, messages and the run it leaves behind.
 
+mod devices;
 mod export;
 mod faults;
 mod runs;
