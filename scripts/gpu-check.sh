@@ -34,6 +34,8 @@ if command -v nvidia-smi > /dev/null && nvidia-smi > "$OUT/logs/nvidia-smi.txt" 
 fi
 log "device: $card"
 [ -x "$KILN" ] || { log "no kiln binary at $KILN: build it with cargo build --release --features wgpu,vulkan"; exit 1; }
+# What kiln itself finds here (Vulkan ICDs, libcuda, NVRTC, headers), before anything runs.
+"$KILN" devices | tee "$OUT/logs/devices.txt" >&2 || true
 
 has_backend() { "$KILN" bench --device "$1" --model mlp --seconds 0.1 > "$OUT/logs/probe-$1.txt" 2>&1; }
 
