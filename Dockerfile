@@ -27,10 +27,11 @@ FROM debian:bookworm-slim AS runtime
 # The health check needs an HTTP client. busybox's wget is ~1 MB with no TLS or other
 # libraries; curl would add libcurl and a dozen shared libraries (Kerberos, LDAP, SSH...)
 # to fetch one plain-HTTP URL on the loopback. kiln links nothing beyond glibc and libgcc,
-# which the slim image has.
+# which the slim image has. procps brings kill(1), which `kiln sweep` uses to pass Ctrl-C or
+# SIGTERM on to its trials so they save a checkpoint.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends busybox \
+    && apt-get install -y --no-install-recommends busybox procps \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 kiln \
     && useradd --system --uid 10001 --gid kiln --no-create-home --home-dir /nonexistent \

@@ -68,10 +68,8 @@ impl<'de> Deserialize<'de> for Architecture {
             "mlp" => serde_json::from_value(fields).map(Self::Mlp),
             "cnn" => serde_json::from_value(fields).map(Self::Cnn),
             other if registry::is_known(other) => {
-                return Ok(Self::Registered(RegisteredArchitecture {
-                    kind,
-                    params: fields,
-                }));
+                let params = registry::resolve(other, fields);
+                return Ok(Self::Registered(RegisteredArchitecture { kind, params }));
             }
             other => return Err(D::Error::custom(registry::unknown(other))),
         }

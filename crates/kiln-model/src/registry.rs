@@ -28,6 +28,8 @@ pub trait Network: Serialize + DeserializeOwned + Send + Sync + 'static {
 struct Entry {
     /// Parses the `[model]` fields (without `kind`) and gives the layers for an input shape.
     layers: fn(&serde_json::Value, [usize; 3]) -> Result<Vec<LayerSpec>, String>,
+    /// Parses the fields and writes them back with every default filled in.
+    resolve: fn(&serde_json::Value) -> Result<serde_json::Value, String>,
 }
 
 static REGISTRY: RwLock<BTreeMap<&'static str, Entry>> = RwLock::new(BTreeMap::new());
@@ -46,6 +48,10 @@ pub fn register<N: Network>() {
         layers: |params, input| {
             let config: N = serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;
             Ok(config.layers(input))
+        },
+        resolve: |params| {
+            let config: N = serde_json::from_value(params.clone()).map_err(|e| e.to_string())?;
+            serde_json::to_value(config).map_err(|e| e.to_string())
         },
     };
     REGISTRY
@@ -85,6 +91,21 @@ pub(crate) fn layers(
         .copied()
         .ok_or_else(|| unknown(kind))?;
     (entry.layers)(params, input).map_err(|e| format!("model ({kind}): {e}"))
+}
+
+/// A registered kind's fields with its defaults filled in (as the built-in kinds' are), so
+/// the resolved config shows them and `--set model.<field>` finds them; fields that do not
+/// parse are kept as given, for [`layers`] to report.
+pub(crate) fn resolve(kind: &str, params: serde_json::Value) -> serde_json::Value {
+    let entry = REGISTRY
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(kind)
+        .copied();
+    match entry.map(|e| (e.resolve)(&params)) {
+        Some(Ok(resolved)) => resolved,
+        _ => params,
+    }
 }
 
 /// Whether `kind` can be built in this process.

@@ -33,7 +33,7 @@ pub struct AppState {
     /// Requests handled at once.
     pub concurrency: Arc<Semaphore>,
     /// Large bodies and images parsed at once, off the executor.
-    pub decode_permits: Semaphore,
+    pub decode_permits: Arc<Semaphore>,
     /// The admin key; admin routes are refused while there is none.
     pub admin_key: Option<String>,
     /// API keys and roles (`[auth]`); with keys on, the admin role governs admin routes.
@@ -88,9 +88,9 @@ impl AppState {
         Arc::new(Self {
             batcher: Batcher::start(&config.batching, Arc::clone(&metrics)),
             concurrency: Arc::new(Semaphore::new(config.limits.max_concurrency)),
-            decode_permits: Semaphore::new(
+            decode_permits: Arc::new(Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(1, usize::from),
-            ),
+            )),
             slot: ModelSlot::new(model, source),
             metrics,
             limiter,

@@ -128,11 +128,18 @@ pub fn save(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     let result = write_files(&tmp, model, optim, state).and_then(|()| {
+        // A checkpoint of the same step (saved again after a stop at an epoch's end) is moved
+        // aside by one rename before the new one takes its name, so a crash in between leaves
+        // whole checkpoints only; the old one is deleted once the new one is in place.
+        let old = root.join(format!(".{name}.old"));
         if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+            let _ = std::fs::remove_dir_all(&old);
+            kiln_fs::rename(&final_dir, &old).map_err(|e| TrainError::io(&final_dir, e))?;
         }
         kiln_fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
-        kiln_fs::sync_dir(&root).map_err(|e| TrainError::io(&root, e))
+        kiln_fs::sync_dir(&root).map_err(|e| TrainError::io(&root, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
     });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -187,6 +194,29 @@ fn write_files(
         kiln_fs::write_atomic(&path, bytes).map_err(|e| TrainError::io(&path, e))?;
     }
     Ok(())
+}
+
+/// Moves the checkpoints newer than `kept` out of the way (to hidden `.superseded-step-*`
+/// names, never read again), so that a run resumed from an earlier checkpoint, because a newer
+/// one was corrupt, is not pulled back to the newer ones by the next `--resume` or pruning.
+///
+/// # Errors
+/// [`TrainError::Io`] when one cannot be renamed.
+pub fn supersede_newer(run_dir: &Path, kept: &Path) -> Result<Vec<PathBuf>, TrainError> {
+    let mut moved = Vec::new();
+    for dir in list(run_dir)? {
+        if dir.file_name() > kept.file_name() {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let aside = dir.with_file_name(format!(".superseded-{name}"));
+            let _ = std::fs::remove_dir_all(&aside);
+            kiln_fs::rename(&dir, &aside).map_err(|e| TrainError::io(&dir, e))?;
+            moved.push(aside);
+        }
+    }
+    Ok(moved)
 }
 
 /// Checkpoint directories of a run, oldest first.

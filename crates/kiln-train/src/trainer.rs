@@ -227,7 +227,13 @@ impl<'a> Trainer<'a> {
     /// Loads the checkpoint to resume from, if any, and opens the event stream.
     fn restore(&mut self) -> Result<(), TrainError> {
         let checkpoint = match (&self.options.checkpoint, self.options.resume) {
-            (Some(dir), _) => Some(checkpoint::load(dir)?),
+            (Some(dir), _) => {
+                let ckpt = checkpoint::load(dir)?;
+                for aside in checkpoint::supersede_newer(&self.run.path, dir)? {
+                    tracing::warn!(moved = %aside.display(), "a checkpoint newer than the one resumed from was moved aside");
+                }
+                Some(ckpt)
+            }
             (None, true) => checkpoint::load_latest(&self.run.path)?,
             (None, false) => None,
         };

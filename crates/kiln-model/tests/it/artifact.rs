@@ -288,3 +288,36 @@ fn the_fit_rule_is_recorded_and_old_manifests_read_with_a_default() {
     assert_eq!(read.format_version, 1);
     assert_eq!(read.fit_rule(), Fit::Resize);
 }
+
+/// A registered architecture with a defaulted field.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defaulted {
+    #[serde(default = "eight")]
+    width: usize,
+}
+
+fn eight() -> usize {
+    8
+}
+
+impl kiln_model::Network for Defaulted {
+    const KIND: &'static str = "defaulted-test-net";
+
+    fn layers(&self, _input: [usize; 3]) -> Vec<kiln_model::LayerSpec> {
+        vec![kiln_model::LayerSpec::Linear {
+            features: self.width,
+        }]
+    }
+}
+
+#[test]
+fn a_registered_architecture_shows_its_defaults_like_a_built_in_one() {
+    kiln_model::registry::register::<Defaulted>();
+    let arch: Architecture =
+        serde_json::from_value(serde_json::json!({"kind": "defaulted-test-net"})).unwrap();
+    assert_eq!(
+        serde_json::to_value(&arch).unwrap(),
+        serde_json::json!({"kind": "defaulted-test-net", "width": 8})
+    );
+}

@@ -233,6 +233,17 @@ pub(crate) fn encode(args: &[&[u8]]) -> Vec<u8> {
 /// # Errors
 /// A reply that is not RESP2 or is over the size limits.
 pub(crate) fn parse(buffer: &[u8]) -> Result<Option<(Value, usize)>, StoreError> {
+    parse_nested(buffer, 0)
+}
+
+/// Arrays nest at most this deep (kiln's replies nest once); a deeper reply is refused rather
+/// than followed down the stack.
+const MAX_DEPTH: usize = 8;
+
+fn parse_nested(buffer: &[u8], depth: usize) -> Result<Option<(Value, usize)>, StoreError> {
+    if depth > MAX_DEPTH {
+        return Err(StoreError::Protocol("reply arrays nest too deep".into()));
+    }
     let Some(end) = buffer.windows(2).position(|w| w == b"\r\n") else {
         return if buffer.len() > MAX_REPLY_BYTES {
             Err(StoreError::Protocol("reply line too long".into()))
@@ -288,7 +299,7 @@ pub(crate) fn parse(buffer: &[u8]) -> Result<Option<(Value, usize)>, StoreError>
                 let mut items = Vec::with_capacity(n);
                 let mut at = after;
                 for _ in 0..n {
-                    let Some((item, used)) = parse(&buffer[at..])? else {
+                    let Some((item, used)) = parse_nested(&buffer[at..], depth + 1)? else {
                         return Ok(None);
                     };
                     items.push(item);

@@ -84,11 +84,16 @@ pub(super) async fn parse_off_executor<T: Send + 'static>(
     if !heavy {
         return parse();
     }
-    let _permit = state
-        .decode_permits
-        .acquire()
+    // The permit moves into the blocking task: a request dropped while its image decodes (a
+    // client gone, the deadline) still holds its slot until the decode ends.
+    let permit = std::sync::Arc::clone(&state.decode_permits)
+        .acquire_owned()
         .await
         .map_err(|_| ApiError::overloaded("the server is shutting down"))?;
+    let parse = move || {
+        let _permit = permit;
+        parse()
+    };
     tokio::task::spawn_blocking(parse).await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

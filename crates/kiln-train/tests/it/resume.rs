@@ -136,4 +136,16 @@ fn a_corrupt_newest_checkpoint_is_refused_and_earlier_ones_are_left_alone() {
     };
     let report = continue_run(&run.path, &options).1.unwrap();
     assert_eq!(report.outcome, Outcome::Completed);
+    // The corrupt checkpoint was moved aside, so the next resume (or pruning) never reaches it.
+    let left = checkpoint::list(&run.path).unwrap();
+    assert!(!left.contains(newest), "{left:?}");
+    assert!(
+        run.path
+            .join("checkpoints")
+            .join(format!(
+                ".superseded-{}",
+                newest.file_name().unwrap().to_string_lossy()
+            ))
+            .is_dir()
+    );
 }

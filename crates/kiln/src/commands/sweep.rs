@@ -315,11 +315,25 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// Runs one trial in the foreground, its output going to this process's.
+/// Runs one trial in the foreground, its output going to this process's. Ctrl-C or SIGTERM
+/// (a cluster stopping the task) is passed on once, so the trial saves a checkpoint and the
+/// task's exit code says it was interrupted.
 fn run_one(dir: &Path, trial: &Trial, threads: usize) -> Result<i32> {
-    let status = trial_command(dir, trial, threads)?
-        .status()
+    let mut child = trial_command(dir, trial, threads)?
+        .spawn()
         .with_context(|| format!("starting {}", trial.name()))?;
+    let pid = child.id();
+    let passed_on = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&passed_on);
+    ctrlc::set_handler(move || {
+        if !flag.swap(true, Ordering::SeqCst) {
+            interrupt_pid(pid);
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {}", trial.name()))?;
     Ok(status.code().unwrap_or(1))
 }
 
@@ -367,6 +381,9 @@ fn run_all(dir: &Path, sweep: &mut SweepFile, monitor: Monitor) -> Result<bool> 
         {
             if let Some(run_dir) = run_dir_of(dir, &trial) {
                 wait_until_unlocked(&run_dir, &trial, &stop);
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 if read_record(&run_dir).is_some_and(|r| is_finished(&r.status)) {
                     eprintln!("{} finished meanwhile", trial.name());
                     continue;
@@ -450,9 +467,17 @@ fn wait_until_unlocked(run_dir: &Path, trial: &Trial, stop: &AtomicBool) {
 
 /// Asks a child to save a checkpoint and stop (SIGINT, as Ctrl-C would).
 fn interrupt(child: &Child) {
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    interrupt_pid(child.id());
+}
+
+/// SIGINT to `pid`, through `kill(1)` (the container image ships it: procps).
+fn interrupt_pid(pid: u32) {
+    if let Err(e) = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+    {
+        eprintln!("cannot interrupt process {pid} ({e}): is `kill` (procps) installed?");
+    }
 }
 
 /// Prints the trials sorted by the monitored metric, best first.
@@ -494,6 +519,8 @@ fn print_summary(dir: &Path, sweep: &SweepFile, monitor: Monitor) {
 /// `kiln sweep --resume DIR --trial I`.
 fn emit(kind: Emit, dir: &Path, sweep: &SweepFile, args: &SweepArgs) -> Result<u8> {
     let n = sweep.trials.len();
+    // Every task runs elsewhere: the job names the sweep directory absolutely.
+    let dir = &std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
     let dir_text = dir.display().to_string();
     if dir_text.contains(['"', '\'', '\n', '\\']) {
         bail!("the sweep directory's path must not contain quotes or backslashes: {dir_text}");
