@@ -31,6 +31,8 @@ use crate::state::AppState;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Finished handshakes waiting for axum to take them.
+/// TLS handshakes in progress at once, at most.
+const MAX_HANDSHAKES: usize = 512;
 const HANDSHAKEN_QUEUE: usize = 128;
 
 /// `[tls]`: serve HTTPS with this certificate and key (both PEM files), or plain HTTP when
@@ -106,6 +108,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 pub struct TlsListener {
     tcp: TcpListener,
     acceptor: TlsAcceptor,
+    /// Handshakes in progress at most; connections beyond are closed at once, so silent
+    /// clients cannot use up file descriptors before any HTTP limit applies.
+    handshakes: Arc<tokio::sync::Semaphore>,
     sender: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
     handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
 }
@@ -126,6 +131,7 @@ impl TlsListener {
         Self {
             tcp: listener,
             acceptor: TlsAcceptor::from(config),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
             sender,
             handshaken,
         }
@@ -133,9 +139,14 @@ impl TlsListener {
 
     /// Starts the handshake of a connection just accepted, on its own task.
     fn handshake(&self, stream: TcpStream, peer: SocketAddr) {
+        let Ok(permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
+            tracing::warn!(%peer, limit = MAX_HANDSHAKES, "too many TLS handshakes in progress; closing the connection");
+            return;
+        };
         let acceptor = self.acceptor.clone();
         let handshaken = self.sender.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     // Fails only once the listener is gone (shutting down): the connection
