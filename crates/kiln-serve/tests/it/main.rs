@@ -110,6 +110,59 @@ pub async fn wait_until(within: std::time::Duration, mut done: impl FnMut() -> b
     true
 }
 
+/// A config whose batching window (400 ms, waited out even by an idle worker) holds requests
+/// inside the server, so a test can act while they are in flight.
+#[must_use]
+pub fn holding_requests() -> ServeConfig {
+    ServeConfig {
+        batching: kiln_serve::config::BatchingConfig {
+            wait: kiln_serve::config::Wait::Always,
+            max_delay_us: 400_000,
+            max_batch_size: 256,
+            ..kiln_serve::config::BatchingConfig::default()
+        },
+        ..ServeConfig::default()
+    }
+}
+
+/// Raises `stop` and waits for the server task to return.
+pub async fn stop_server(
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+) {
+    stop.send(()).unwrap();
+    join_server(server).await;
+}
+
+/// Waits (10 s at most) for the server task to return.
+async fn join_server(server: tokio::task::JoinHandle<()>) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("server stopped")
+        .unwrap();
+}
+
+/// Waits until `clients` are all inside the server, stops it, and checks each was answered
+/// with a 200 and the server returned.
+pub async fn stop_with_requests_in_flight<E: std::fmt::Debug>(
+    state: &AppState,
+    clients: Vec<tokio::task::JoinHandle<Result<(u16, String), E>>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+) {
+    let n = clients.len();
+    wait_until(std::time::Duration::from_secs(10), || {
+        state.metrics.in_flight_now() >= n
+    })
+    .await;
+    stop.send(()).unwrap();
+    for client in clients {
+        let (status, body) = client.await.unwrap().expect("request in flight was lost");
+        assert_eq!(status, 200, "{body}");
+    }
+    join_server(server).await;
+}
+
 /// An answer: status, headers and the body as JSON (`Value::Null` when it is not JSON).
 pub struct Answer {
     pub status: StatusCode,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kiln_serve::ServeConfig;
-use kiln_serve::config::{BatchingConfig, LimitsConfig, Wait};
+use kiln_serve::config::LimitsConfig;
 use serde_json::json;
 
 use crate::*;
@@ -95,18 +95,8 @@ async fn concurrent_clients_over_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight() {
     let (_tmp, dir) = mlp_artifact(52);
-    // A 400 ms batching window (opted in: by default an idle worker does not wait) holds the
-    // requests in the server while shutdown begins.
-    let config = ServeConfig {
-        batching: BatchingConfig {
-            wait: Wait::Always,
-            max_delay_us: 400_000,
-            max_batch_size: 256,
-            ..BatchingConfig::default()
-        },
-        ..ServeConfig::default()
-    };
-    let state = state(&dir, config);
+    // The batching window holds the requests in the server while shutdown begins.
+    let state = state(&dir, holding_requests());
     let (addr, stop, server) = start(Arc::clone(&state)).await;
     let mut clients = Vec::new();
     for (pixels, _) in mnist_digits(8) {
@@ -114,20 +104,7 @@ async fn shutdown_finishes_requests_in_flight() {
             post_blocking(addr, "/predict", &json!({ "instances": [pixels] }))
         }));
     }
-    // Wait until all eight are inside the server, then ask it to stop.
-    wait_until(Duration::from_secs(10), || {
-        state.metrics.in_flight_now() >= 8
-    })
-    .await;
-    stop.send(()).unwrap();
-    for client in clients {
-        let (status, body) = client.await.unwrap().expect("request in flight was lost");
-        assert_eq!(status, 200, "{body}");
-    }
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("server stopped")
-        .unwrap();
+    stop_with_requests_in_flight(&state, clients, stop, server).await;
     assert!(state.is_draining());
     // The listener is gone: new connections are refused.
     let refused = tokio::task::spawn_blocking(move || {
@@ -192,11 +169,7 @@ async fn a_body_that_stalls_gets_408_over_the_socket() {
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
         "answered after {waited:?}"
     );
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("server stopped")
-        .unwrap();
+    stop_server(stop, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kiln_serve::ServeConfig;
 use kiln_serve::auth::{AuthConfig, AuthMode, hash_key};
-use kiln_serve::config::{BatchingConfig, LimitsConfig, RateLimitConfig, Wait};
+use kiln_serve::config::{LimitsConfig, RateLimitConfig};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
@@ -301,11 +301,7 @@ async fn https_answers_real_clients_and_plain_http_gets_no_http_answer() {
 
     assert_no_http_answer(addr).await;
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("server stopped")
-        .unwrap();
+    stop_server(stop, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,11 +359,7 @@ async fn a_stalled_handshake_blocks_no_one_and_peers_keep_their_addresses() {
     }
     drop(stalled);
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("server stopped")
-        .unwrap();
+    stop_server(stop, server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,17 +368,8 @@ async fn https_shutdown_finishes_requests_in_flight_and_closes_the_port() {
     let Some((cert, key)) = self_signed(tmp.path()) else {
         return;
     };
-    // A 400 ms batching window holds the requests in the server while shutdown begins.
-    let config = ServeConfig {
-        batching: BatchingConfig {
-            wait: Wait::Always,
-            max_delay_us: 400_000,
-            max_batch_size: 256,
-            ..BatchingConfig::default()
-        },
-        ..ServeConfig::default()
-    };
-    let state = state(&dir, config);
+    // The batching window holds the requests in the server while shutdown begins.
+    let state = state(&dir, holding_requests());
     let (addr, stop, server) = start_tls(Arc::clone(&state), &cert, &key).await;
     let mut clients = Vec::new();
     for (pixels, _) in mnist_digits(4) {
@@ -397,19 +380,7 @@ async fn https_shutdown_finishes_requests_in_flight_and_closes_the_port() {
             post_with(&agent, &url, None, &body)
         }));
     }
-    wait_until(Duration::from_secs(10), || {
-        state.metrics.in_flight_now() >= 4
-    })
-    .await;
-    stop.send(()).unwrap();
-    for client in clients {
-        let (status, body) = client.await.unwrap().expect("request in flight was lost");
-        assert_eq!(status, 200, "{body}");
-    }
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("server stopped")
-        .unwrap();
+    stop_with_requests_in_flight(&state, clients, stop, server).await;
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "the TLS port still accepts connections after shutdown"
