@@ -188,3 +188,66 @@ fn weights_that_do_not_fit_the_manifest_are_refused() {
     assert!(err.to_string().contains("hidden.0"), "{err}");
     assert!(err.is_user_input());
 }
+
+#[test]
+fn a_registered_layer_stack_exports_layer_by_layer() {
+    use kiln_model::{LayerSpec, RegisteredArchitecture, Sequential};
+    // LeNet-5's stack, as examples/custom_model.rs registers it.
+    let conv = |channels, padding| LayerSpec::Conv2d {
+        channels,
+        kernel: 5,
+        stride: 1,
+        padding,
+    };
+    let specs = [
+        conv(6, 2),
+        LayerSpec::Tanh,
+        LayerSpec::AvgPool { size: 2 },
+        conv(16, 0),
+        LayerSpec::Tanh,
+        LayerSpec::AvgPool { size: 2 },
+        LayerSpec::Dropout { p: 0.1 },
+        LayerSpec::Linear { features: 120 },
+        LayerSpec::Relu,
+        LayerSpec::Linear { features: 84 },
+        LayerSpec::Relu,
+    ];
+    let net = Sequential::build(&specs, [1, 28, 28], 10, &Device::flex()).unwrap();
+    let architecture = Architecture::Registered(RegisteredArchitecture {
+        kind: "lenet5".into(),
+        params: serde_json::json!({}),
+    });
+    let onnx = export(&manifest(architecture, [1, 28, 28], 10), &Model::Net(net)).unwrap();
+    assert_eq!(
+        ops(&onnx),
+        [
+            "Div",
+            "Sub",
+            "Div",
+            "Conv",
+            "Tanh",
+            "AveragePool",
+            "Conv",
+            "Tanh",
+            "AveragePool",
+            "Flatten",
+            "Gemm",
+            "Relu",
+            "Gemm",
+            "Relu",
+            "Gemm",
+            "Softmax"
+        ],
+        "dropout leaves no node; the first linear layer flattens"
+    );
+    for (name, shape) in [
+        ("layers.0.weight", vec![6, 1, 5, 5]),
+        ("layers.3.weight", vec![16, 6, 5, 5]),
+        ("layers.7.weight", vec![16 * 5 * 5, 120]),
+        ("layers.11.weight", vec![84, 10]),
+    ] {
+        assert_eq!(initializer(&onnx, name).dims, shape, "{name}");
+    }
+    let graph = onnx.graph.as_ref().unwrap();
+    assert_eq!(dims(&graph.output[0]), ["batch", "10"]);
+}
