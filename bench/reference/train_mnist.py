@@ -10,6 +10,12 @@ per-step host round trips.
     python3 bench/reference/train_mnist.py --model cnn --epochs 3 --device cuda
 
 Prints one JSON line: model, device, epochs, samples/s, seconds per epoch, test accuracy.
+
+    python3 bench/reference/train_mnist.py --model cnn --bench 10 --threads 2
+
+measures instead what `kiln bench` measures, the same way: training samples/s over `--bench`
+seconds after five warm-up steps, then inference latency at batch 1 (mean of 200) and
+throughput at batch 256 (over 3 s), in eval mode without gradients.
 """
 
 import argparse
@@ -60,7 +66,11 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data", default="datasets/mnist")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--bench", type=float, default=0.0, help="seconds: measure like `kiln bench`")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     device = torch.device(a.device)
     mean, std = (0.5, 0.5) if a.model == "mlp" else (0.1307, 0.3081)
@@ -69,6 +79,8 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     n = x.shape[0]
+    if a.bench:
+        return bench(a, model, opt, loss_fn, x, y)
     epoch_seconds = []
     for _ in range(a.epochs):
         model.train()
@@ -93,6 +105,50 @@ def main():
         "framework": f"pytorch {torch.__version__}", "model": a.model, "device": str(device),
         "epochs": a.epochs, "samples_per_sec": n / best, "epoch_seconds": best,
         "test_accuracy": correct / xt.shape[0],
+    }))
+
+
+def bench(a, model, opt, loss_fn, x, y):
+    def step(idx):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        return loss
+
+    model.train()
+    perm = torch.randperm(x.shape[0])
+    batches = [perm[i : i + a.batch_size] for i in range(0, x.shape[0] - a.batch_size + 1, a.batch_size)]
+    for idx in batches[:5]:
+        step(idx)
+    items, i, start = 0, 5, time.perf_counter()
+    while time.perf_counter() - start < a.bench:
+        loss = step(batches[i % len(batches)])
+        items += a.batch_size
+        i += 1
+    loss.item()
+    train_rate = items / (time.perf_counter() - start)
+
+    model.eval()
+    with torch.no_grad():
+        one, big = x[:1], x[:256]
+        for _ in range(20):
+            model(one)
+        start = time.perf_counter()
+        for _ in range(200):
+            model(one)
+        latency_ms = (time.perf_counter() - start) * 1e3 / 200
+        model(big)
+        items, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 3.0:
+            model(big)
+            items += big.shape[0]
+        infer_rate = items / (time.perf_counter() - start)
+    print(json.dumps({
+        "framework": f"pytorch {torch.__version__}", "model": a.model, "device": str(a.device),
+        "threads": torch.get_num_threads(), "batch_size": a.batch_size,
+        "train_samples_per_sec": train_rate, "infer_batch1_ms": latency_ms,
+        "infer_batch256_samples_per_sec": infer_rate,
     }))
 
 

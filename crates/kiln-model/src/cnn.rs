@@ -96,9 +96,13 @@ impl Cnn {
     /// - output: `[batch, classes]`
     #[must_use]
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.activation.forward(self.conv1.forward(images));
-        let x = self.activation.forward(self.conv2.forward(x));
-        let x = self.dropout_conv.forward(self.pool.forward(x));
+        let x = self
+            .activation
+            .forward(kiln_conv::forward(&self.conv1, images));
+        let x = self.activation.forward(kiln_conv::forward(&self.conv2, x));
+        let x = self
+            .dropout_conv
+            .forward(kiln_conv::max_pool2d(&self.pool, x));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self
             .dropout_fc

@@ -139,8 +139,8 @@ impl Sequential {
         let mut flow = Flow::Images(images);
         for layer in &self.layers {
             flow = match (layer, flow) {
-                (Layer::Conv2d(c), Flow::Images(x)) => Flow::Images(c.forward(x)),
-                (Layer::MaxPool(p), Flow::Images(x)) => Flow::Images(p.forward(x)),
+                (Layer::Conv2d(c), Flow::Images(x)) => Flow::Images(kiln_conv::forward(c, x)),
+                (Layer::MaxPool(p), Flow::Images(x)) => Flow::Images(kiln_conv::max_pool2d(p, x)),
                 (Layer::AvgPool(p), Flow::Images(x)) => Flow::Images(p.forward(x)),
                 (Layer::Linear(l), Flow::Images(x)) => Flow::Features(l.forward(x.flatten(1, 3))),
                 (Layer::Linear(l), Flow::Features(x)) => Flow::Features(l.forward(x)),

@@ -28,8 +28,8 @@ pub(crate) struct ServeArgs {
     /// Address to listen on; overrides the config's `addr`.
     #[arg(long)]
     addr: Option<SocketAddr>,
-    /// Device: auto (default: ndarray for a CNN, whose batched convolutions it computes ~1.7x
-    /// faster than flex here; cpu = flex for an MLP), cpu, ndarray, wgpu, vulkan, cuda or cuda:N.
+    /// Device: auto (default: cpu, burn's flex backend with kiln's convolution kernels, the
+    /// fastest CPU backend for both MLPs and CNNs), cpu, ndarray, wgpu, vulkan, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
     /// Write logs (the access log included) as JSON lines instead of text.
@@ -76,7 +76,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<u8> {
         None
     };
     let wanted = match args.device.as_str() {
-        "auto" => auto_device(model_path)?,
+        "auto" => "cpu".to_string(),
         other => other.to_string(),
     };
     let (device, device_name) = device::parse(&wanted).map_err(|e| UsageError(format!("{e:#}")))?;
@@ -165,18 +165,4 @@ fn init_logging(json: bool) {
     } else {
         builder.try_init()
     };
-}
-
-/// The CPU backend measured fastest for serving this artifact's architecture (`kiln bench
-/// --device ndarray` vs `--device cpu`: CNN batch 256 1.6 k vs 0.9 k images/s; the MLP is
-/// faster on flex at every batch size).
-fn auto_device(model: &std::path::Path) -> Result<String> {
-    let (_, manifest) = kiln_model::artifact::read_manifest(model)?;
-    let cnn = manifest.architecture.kind() == "cnn";
-    Ok(if cnn && device::parse("ndarray").is_ok() {
-        "ndarray"
-    } else {
-        "cpu"
-    }
-    .to_string())
 }

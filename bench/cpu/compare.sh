@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# kiln against PyTorch on this machine's CPU, side by side in one run: the same nets (MLP, CNN),
+# batch 64, Adam, 2 threads, training samples/s, inference latency at batch 1 and throughput at
+# batch 256. kiln is measured twice, on its own convolution kernels and with `KILN_CONV=burn`
+# (burn's flex convolution and pooling, what kiln ran before), so one table holds
+# before, after and the reference.
+#
+#   PYTHON=/path/to/venv/bin/python bench/cpu/compare.sh [KILN] [SECONDS]
+#
+# KILN defaults to target/debug/kiln (what `cargo test` builds; dependencies at opt-level 3),
+# SECONDS (default 10) is each training measurement. PYTHON must import torch and numpy: PyPI's
+# `torch` is the CUDA build (several GB of nvidia-* wheels) but runs on the CPU; keep it out of
+# CI. Prints the CPU model first: figures from different machines do not compare.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+KILN=${1:-target/debug/kiln}
+SECONDS_EACH=${2:-10}
+PYTHON=${PYTHON:-python3}
+THREADS=${THREADS:-2}
+"$PYTHON" -c "import torch, numpy" 2>/dev/null || {
+  echo "$PYTHON cannot import torch and numpy: python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch numpy, then PYTHON=/tmp/torch/bin/python" >&2
+  exit 2
+}
+[ -x "$KILN" ] || { echo "$KILN not found: cargo build (or cargo test --no-run) first" >&2; exit 2; }
+
+echo "CPU: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores); $THREADS threads; batch 64; Adam"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for model in mlp cnn; do
+  RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/kiln-$model"
+  KILN_CONV=burn RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/burn-$model"
+  "$PYTHON" bench/reference/train_mnist.py --model "$model" --bench "$SECONDS_EACH" \
+    --threads "$THREADS" --device cpu > "$out/torch-$model"
+done
+python3 - "$out" <<'PY'
+import json, re, sys
+out = sys.argv[1]
+
+def kiln(path):
+    text = open(path).read()
+    grab = lambda pat: float(re.search(pat + r"\s+([\d.]+)", text).group(1))
+    return {
+        "train": grab(r"train \w+ \(Adam\):"),
+        "b1": grab(r"infer \w+ batch 1:"),
+        "b256": grab(r"infer \w+ batch 256:"),
+    }
+
+rows = []
+for model in ["mlp", "cnn"]:
+    after, before = kiln(f"{out}/kiln-{model}"), kiln(f"{out}/burn-{model}")
+    t = json.load(open(f"{out}/torch-{model}"))
+    torch = {"train": t["train_samples_per_sec"], "b1": t["infer_batch1_ms"],
+             "b256": t["infer_batch256_samples_per_sec"]}
+    for key, label, unit, higher in [("train", "train", "samples/s", True),
+                                     ("b1", "infer batch 1", "ms", False),
+                                     ("b256", "infer batch 256", "samples/s", True)]:
+        ratio = after[key] / torch[key] if higher else torch[key] / after[key]
+        rows.append((f"{model.upper()} {label}, {unit}", before[key], after[key], torch[key], ratio))
+print(f"| work | kiln, burn's conv (KILN_CONV=burn) | kiln | PyTorch {t['framework'].split()[1]} | kiln vs PyTorch |")
+print("|---|---|---|---|---|")
+fmt = lambda v: f"{v:,.4f}" if v < 1 else f"{v:,.0f}"
+for name, b, a, p, r in rows:
+    print(f"| {name} | {fmt(b)} | {fmt(a)} | {fmt(p)} | {r:.2f}x |")
+print("(kiln vs PyTorch: > 1 means kiln is faster, for latency too)")
+PY
