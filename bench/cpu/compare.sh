@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kiln against PyTorch on this machine's CPU, side by side in one run: the same nets (MLP, CNN),
 # batch 64, Adam, 2 threads, training samples/s, inference latency at batch 1 and throughput at
-# batch 256. kiln is measured twice, on its own convolution kernels and with `KILN_CONV=burn`
+# batch 256. kiln is measured twice, on its own convolution kernels and with `KILN_KERNELS=burn`
 # (burn's flex convolution and pooling, what kiln ran before), so one table holds
 # before, after and the reference.
 #
@@ -23,12 +23,13 @@ THREADS=${THREADS:-2}
 }
 [ -x "$KILN" ] || { echo "$KILN not found: cargo build (or cargo test --no-run) first" >&2; exit 2; }
 
-echo "CPU: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores); $THREADS threads; batch 64; Adam"
+avx512=$(grep -q avx512f /proc/cpuinfo && echo "AVX-512" || echo "no AVX-512")
+echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), family $(lscpu | sed -n 's/^CPU family: *//p') model $(lscpu | sed -n 's/^Model: *//p'), $avx512 ($(nproc) cores); $THREADS threads; batch 64; Adam"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for model in mlp cnn; do
   RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/kiln-$model"
-  KILN_CONV=burn RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/burn-$model"
+  KILN_KERNELS=burn RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/burn-$model"
   "$PYTHON" bench/reference/train_mnist.py --model "$model" --bench "$SECONDS_EACH" \
     --threads "$THREADS" --device cpu > "$out/torch-$model"
 done
@@ -56,7 +57,7 @@ for model in ["mlp", "cnn"]:
                                      ("b256", "infer batch 256", "samples/s", True)]:
         ratio = after[key] / torch[key] if higher else torch[key] / after[key]
         rows.append((f"{model.upper()} {label}, {unit}", before[key], after[key], torch[key], ratio))
-print(f"| work | kiln, burn's conv (KILN_CONV=burn) | kiln | PyTorch {t['framework'].split()[1]} | kiln vs PyTorch |")
+print(f"| work | kiln, burn's conv (KILN_KERNELS=burn) | kiln | PyTorch {t['framework'].split()[1]} | kiln vs PyTorch |")
 print("|---|---|---|---|---|")
 fmt = lambda v: f"{v:,.4f}" if v < 1 else f"{v:,.0f}"
 for name, b, a, p, r in rows:

@@ -7,7 +7,7 @@
 #   bench/serve/compare.sh /tmp/kiln-before target/debug/kiln MLP_RUN CNN_RUN
 #
 # Needs wrk. CONNS (default "1 8 64"), DURATION seconds per case (default 8), MODELS (default
-# "mlp cnn"), DEVICE (default auto: flex for the MLP, ndarray for the CNN), ROUNDS (default 1:
+# "mlp cnn"), DEVICE (default auto: cpu, flex with kiln-kernels), ROUNDS (default 1:
 # each case runs A then B; 2 runs A B B A), MAX_BATCH (default 64; 1 turns batching off),
 # BATCHING_A / BATCHING_B (extra `[batching]` lines for one side only, e.g. 'wait = "queued"').
 # Every server is on 127.0.0.1.

@@ -7,7 +7,7 @@
 # Defaults to the newest runs under experiments/mnist-mlp and experiments/mnist-cnn. Needs wrk
 # (apt-get install wrk) and a built kiln (KILN=path, default target/release/kiln or
 # target/debug/kiln). Bounded: DURATION seconds per case (default 8), CONNECTIONS (default 64).
-# DEVICE (default auto: ndarray for the CNN, flex for the MLP), MODELS (default "mlp cnn"),
+# DEVICE (default auto: cpu, flex with kiln-kernels), MODELS (default "mlp cnn"),
 # WORKERS (inference threads, default 1).
 # Rate limiting is off for the benchmark; everything else is the default config.
 set -euo pipefail

@@ -96,17 +96,12 @@ impl Cnn {
     /// - output: `[batch, classes]`
     #[must_use]
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self
-            .activation
-            .forward(kiln_conv::forward(&self.conv1, images));
-        let x = self.activation.forward(kiln_conv::forward(&self.conv2, x));
-        let x = self
-            .dropout_conv
-            .forward(kiln_conv::max_pool2d(&self.pool, x));
-        let x: Tensor<2> = x.flatten(1, 3);
-        let x = self
-            .dropout_fc
-            .forward(self.activation.forward(self.fc1.forward(x)));
+        let relu = &self.activation;
+        let x = relu.forward(kiln_kernels::conv2d_layer(&self.conv1, images));
+        let x = relu.forward(kiln_kernels::conv2d_layer(&self.conv2, x));
+        let x = kiln_kernels::max_pool2d(&self.pool, x);
+        let x: Tensor<2> = kiln_kernels::dropout(&self.dropout_conv, x).flatten(1, 3);
+        let x = kiln_kernels::dropout(&self.dropout_fc, relu.forward(self.fc1.forward(x)));
         self.fc2.forward(x)
     }
 

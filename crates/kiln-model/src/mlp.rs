@@ -67,9 +67,7 @@ impl Mlp {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x: Tensor<2> = images.flatten(1, 3);
         for layer in &self.hidden {
-            x = self
-                .dropout
-                .forward(self.activation.forward(layer.forward(x)));
+            x = kiln_kernels::dropout(&self.dropout, self.activation.forward(layer.forward(x)));
         }
         self.output.forward(x)
     }

@@ -139,8 +139,12 @@ impl Sequential {
         let mut flow = Flow::Images(images);
         for layer in &self.layers {
             flow = match (layer, flow) {
-                (Layer::Conv2d(c), Flow::Images(x)) => Flow::Images(kiln_conv::forward(c, x)),
-                (Layer::MaxPool(p), Flow::Images(x)) => Flow::Images(kiln_conv::max_pool2d(p, x)),
+                (Layer::Conv2d(c), Flow::Images(x)) => {
+                    Flow::Images(kiln_kernels::conv2d_layer(c, x))
+                }
+                (Layer::MaxPool(p), Flow::Images(x)) => {
+                    Flow::Images(kiln_kernels::max_pool2d(p, x))
+                }
                 (Layer::AvgPool(p), Flow::Images(x)) => Flow::Images(p.forward(x)),
                 (Layer::Linear(l), Flow::Images(x)) => Flow::Features(l.forward(x.flatten(1, 3))),
                 (Layer::Linear(l), Flow::Features(x)) => Flow::Features(l.forward(x)),
@@ -148,8 +152,10 @@ impl Sequential {
                 (Layer::Relu(r), Flow::Features(x)) => Flow::Features(r.forward(x)),
                 (Layer::Tanh(t), Flow::Images(x)) => Flow::Images(t.forward(x)),
                 (Layer::Tanh(t), Flow::Features(x)) => Flow::Features(t.forward(x)),
-                (Layer::Dropout(d), Flow::Images(x)) => Flow::Images(d.forward(x)),
-                (Layer::Dropout(d), Flow::Features(x)) => Flow::Features(d.forward(x)),
+                (Layer::Dropout(d), Flow::Images(x)) => Flow::Images(kiln_kernels::dropout(d, x)),
+                (Layer::Dropout(d), Flow::Features(x)) => {
+                    Flow::Features(kiln_kernels::dropout(d, x))
+                }
                 // `build` refuses image layers after a linear one.
                 (_, Flow::Features(x)) => Flow::Features(x),
             };

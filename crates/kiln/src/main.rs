@@ -63,6 +63,12 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Eval(_) | Command::Bench(_) | Command::Sweep(_)
+    ) {
+        join_compute_pool();
+    }
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(&args),
@@ -81,6 +87,18 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// Training, evaluation and benchmarks run their loop on this thread and their kernels on
+/// rayon's pool. Making this thread one of the pool's workers keeps one busy thread per core:
+/// otherwise a pool worker spinning for work competes for a core with this thread's serial part
+/// of each step (burn's element-wise ops, the optimizer). Not for `serve`, whose main thread
+/// stays in the async runtime and would never take a share of the work.
+fn join_compute_pool() {
+    // Fails only when the pool already exists; the default pool then serves.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global();
 }
 
 /// 2 when the user's input is at fault (config, data, paths, arguments), 1 otherwise. The

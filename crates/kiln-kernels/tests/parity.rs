@@ -4,8 +4,12 @@
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use candle_core::{Device as CDevice, Tensor as CTensor};
-use kiln_conv::kernels::Conv2dShape;
+use kiln_kernels::conv::Conv2dShape;
 use proptest::prelude::*;
+
+/// Serialises the tests that seed the device's generator and then draw from it (the generator
+/// is one per device, shared by the test threads).
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Largest difference relative to the largest reference magnitude (at least 1).
 fn relative_error(got: &[f32], want: &[f32]) -> f32 {
@@ -155,13 +159,14 @@ fn cases(square: bool) -> impl Strategy<Value = Case> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    // 256 cases each unless PROPTEST_CASES says otherwise.
+    #![proptest_config(ProptestConfig::default())]
 
     /// Forward, input gradient, weight gradient and bias gradient all match burn's own flex
     /// convolution to 1e-4 relative.
     #[test]
     fn matches_burn_forward_and_gradients(case in cases(false)) {
-        let kiln = case.run(kiln_conv::conv2d);
+        let kiln = case.run(kiln_kernels::conv2d);
         let burn = case.run(burn::tensor::module::conv2d);
         for (name, (k, b)) in ["output", "x gradient", "weight gradient", "bias gradient"]
             .iter()
@@ -178,7 +183,7 @@ proptest! {
     fn matches_candle_forward(case in cases(true)) {
         let s = &case.shape;
         let (x, w, b) = case.tensors(&Device::flex());
-        let kiln = values(kiln_conv::conv2d(x, w, Some(b), case.options()));
+        let kiln = values(kiln_kernels::conv2d(x, w, Some(b), case.options()));
 
         let cpu = &CDevice::Cpu;
         let cx = CTensor::from_vec(case.x(), (s.batch, s.in_channels, s.in_size[0], s.in_size[1]), cpu).unwrap();
@@ -196,7 +201,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::default())]
 
     /// Max pooling over non-overlapping windows: output and input gradient match burn's module.
     #[test]
@@ -205,11 +210,11 @@ proptest! {
         (kh, kw) in (1usize..4, 1usize..4),
         seed in 0u64..1_000_000,
     ) {
-        prop_assume!(kh <= h && kw <= w);
+        let (kh, kw) = (kh.min(h), kw.min(w));
         let pool = burn::nn::pool::MaxPool2dConfig::new([kh, kw]).with_strides([kh, kw]).init();
         let device = Device::flex().autodiff();
         let dims = [batch, channels, h, w];
-        let [oh, ow] = kiln_conv::pool::out_size([h, w], [kh, kw]);
+        let [oh, ow] = kiln_kernels::pool::out_size([h, w], [kh, kw]);
         let run = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
             let x = Tensor::<4>::from_data(TensorData::new(filled(dims.iter().product(), seed), dims), &device)
                 .require_grad();
@@ -221,7 +226,7 @@ proptest! {
             let grads = (y.clone() * dy).sum().backward();
             (values(y), values(x.grad(&grads).expect("x gradient")))
         };
-        let (kiln_y, kiln_dx) = run(&|x| kiln_conv::max_pool2d(&pool, x));
+        let (kiln_y, kiln_dx) = run(&|x| kiln_kernels::max_pool2d(&pool, x));
         let (burn_y, burn_dx) = run(&|x| pool.forward(x));
         prop_assert_eq!(kiln_y, burn_y);
         prop_assert_eq!(kiln_dx, burn_dx);
@@ -245,7 +250,7 @@ fn matches_burn_on_the_mnist_layers() {
             },
             seed,
         };
-        let kiln = case.run(kiln_conv::conv2d);
+        let kiln = case.run(kiln_kernels::conv2d);
         let burn = case.run(burn::tensor::module::conv2d);
         for (k, b) in kiln.iter().zip(&burn) {
             let err = relative_error(k, b);
@@ -268,8 +273,8 @@ fn grouped_convolutions_fall_back_to_burn() {
         &device,
     );
     let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 2);
-    assert!(!kiln_conv::takes_fast_path(&device, &options));
-    let kiln = values(kiln_conv::conv2d(
+    assert!(!kiln_kernels::takes_fast_path(&device, &options));
+    let kiln = values(kiln_kernels::conv2d(
         x.clone(),
         w.clone(),
         None,
@@ -279,12 +284,15 @@ fn grouped_convolutions_fall_back_to_burn() {
     assert_eq!(kiln, burn);
 }
 
-/// [`kiln_conv::forward`] reads a `Conv2d` module the way `Conv2d::forward` does, padding rules
+/// [`kiln_kernels::conv2d_layer`] reads a `Conv2d` module the way `Conv2d::forward` does, padding rules
 /// included.
 #[test]
 fn forward_matches_the_module_for_every_padding_rule() {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
+    let _rng = RNG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let device = Device::flex();
     device.seed(5);
     let x = Tensor::<4>::from_data(
@@ -302,7 +310,7 @@ fn forward_matches_the_module_for_every_padding_rule() {
                 .with_padding(padding.clone())
                 .init(&device);
             let want = values(conv.forward(x.clone()));
-            let got = values(kiln_conv::forward(&conv, x.clone()));
+            let got = values(kiln_kernels::conv2d_layer(&conv, x.clone()));
             let err = relative_error(&got, &want);
             assert!(
                 err < 1e-5,
@@ -310,4 +318,36 @@ fn forward_matches_the_module_for_every_padding_rule() {
             );
         }
     }
+}
+
+/// kiln's dropout: the same mask for the same device seed (so a run seeded per step resumes
+/// exactly), a different one for another seed, the kept fraction near `1 - p`, kept values scaled
+/// by `1 / (1 - p)`, and the gradient equal to the mask. Outside training it is the identity.
+#[test]
+fn dropout_is_seeded_scaled_and_differentiable() {
+    use burn::nn::DropoutConfig;
+    let _rng = RNG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let layer = DropoutConfig::new(0.25).init();
+    let device = Device::flex().autodiff();
+    let n = 64.0 * 9216.0;
+    let run = |seed: u64| {
+        device.seed(seed);
+        let x = Tensor::<2>::ones([64, 9216], &device).require_grad();
+        let y = kiln_kernels::dropout(&layer, x.clone());
+        let grads = y.clone().sum().backward();
+        (values(y), values(x.grad(&grads).expect("x gradient")))
+    };
+    let (y, dx) = run(9);
+    assert_eq!(run(9).0, y, "same seed, same mask");
+    assert_ne!(run(10).0, y, "another seed, another mask");
+    assert_eq!(dx, y, "d(x * mask)/dx = mask, and x = 1");
+    let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / n;
+    assert!((kept - 0.75).abs() < 0.003, "kept {kept}");
+    assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+
+    let plain = Device::flex();
+    let x = Tensor::<2>::from_data(TensorData::new(filled(100, 1), [10, 10]), &plain);
+    assert_eq!(values(kiln_kernels::dropout(&layer, x.clone())), values(x));
 }

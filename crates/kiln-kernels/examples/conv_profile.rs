@@ -8,7 +8,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::tensor::TensorData;
 use burn::tensor::ops::ConvOptions;
-use kiln_conv::kernels::{self, Conv2dShape};
+use kiln_kernels::conv::{self, Conv2dShape};
 
 fn filled(n: usize) -> Vec<f32> {
     (0..n)
@@ -66,7 +66,7 @@ fn main() {
         let rows: [(&str, f64, f64); 3] = [
             (
                 "forward",
-                time_ms(reps, || drop(kernels::forward(&shape, &x, &w, Some(&b)))),
+                time_ms(reps, || drop(conv::forward(&shape, &x, &w, Some(&b)))),
                 time_ms(reps, || {
                     drop(Flex::conv2d(
                         flex(x.clone(), xd),
@@ -78,7 +78,7 @@ fn main() {
             ),
             (
                 "weight gradient",
-                time_ms(reps, || drop(kernels::weight_grad(&shape, &x, &dy))),
+                time_ms(reps, || drop(conv::weight_grad(&shape, &x, &dy))),
                 time_ms(reps, || {
                     drop(Flex::conv2d_weight_backward(
                         flex(x.clone(), xd),
@@ -90,7 +90,7 @@ fn main() {
             ),
             (
                 "input gradient",
-                time_ms(reps, || drop(kernels::input_grad(&shape, &w, &dy))),
+                time_ms(reps, || drop(conv::input_grad(&shape, &w, &dy))),
                 time_ms(reps, || {
                     drop(Flex::conv2d_x_backward(
                         flex(x.clone(), xd),

@@ -1,28 +1,30 @@
-//! kiln's CPU convolution: im2col + GEMM forward and both backward passes, plugged into burn's
-//! `flex` backend and its autodiff so that models, optimisers and checkpoints keep working.
+//! kiln's CPU kernels for small vision models (convolution, max pooling, dropout masks), plugged
+//! into burn's `flex` backend and its autodiff so that models, optimisers and checkpoints keep
+//! working.
 //!
-//! burn 0.22's flex backend computes the weight gradient as a convolution whose kernel is the
-//! whole output map, and its forward pass allocates per tile; this crate replaces the three
-//! passes with one GEMM per sample on buffers reused across calls (see [`kernels`]).
-//! [`conv2d`] takes that path on the `cpu` device and falls back to burn's own operation for
-//! other devices and for shapes it does not cover (groups), so nothing is lost.
+//! burn 0.22's flex backend computes the convolution's weight gradient as a convolution whose
+//! kernel is the whole output map, and its forward pass allocates per tile; this crate replaces
+//! the three passes with one GEMM per sample on buffers reused across calls (see [`conv`]).
+//! [`conv2d`] and [`max_pool2d`] take that path on the `cpu` device and fall back to burn's own
+//! operations for other devices and for shapes they do not cover, so nothing is lost.
 //!
-//! `KILN_CONV=burn` in the environment turns the fast path off, for side-by-side measurements.
+//! `KILN_KERNELS=burn` in the environment turns the fast path off, for side-by-side measurements.
 
 #![warn(missing_docs)]
 
+pub mod conv;
+pub mod dropout;
 mod extension;
-pub mod kernels;
 pub mod pool;
 
 use std::sync::OnceLock;
 
 use burn::backend::Dispatch;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
+use burn::nn::{Dropout, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 
 pub use extension::KilnConv;
 
@@ -45,7 +47,7 @@ pub fn conv2d(
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &weight.device()));
-    Tensor::from_dispatch(<Dispatch as KilnConv>::kiln_conv2d(
+    Tensor::from_dispatch(<Dispatch as KilnConv>::kiln_kernels2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
@@ -55,7 +57,7 @@ pub fn conv2d(
 
 /// [`Conv2d::forward`] on [`conv2d`]: same parameters, same padding rules, same result.
 #[must_use]
-pub fn forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
+pub fn conv2d_layer(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     let [_, _, height, width] = input.dims();
     let padding = match conv.padding {
         PaddingConfig2d::Valid => [(0, 0), (0, 0)],
@@ -104,6 +106,34 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     ))
 }
 
+/// [`Dropout::forward`] with kiln's mask generator on the `cpu` device (see [`dropout`]); burn's
+/// otherwise. Deterministic for a given device seed: the mask's seed is drawn from burn's
+/// generator, so a run seeded per step resumes exactly.
+#[must_use]
+pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    let fast = enabled()
+        && layer.training.is_enabled()
+        && device.is_autodiff()
+        && layer.prob > 0.0
+        && layer.prob < 1.0
+        && x.dtype() == DType::F32
+        && device == Device::flex();
+    if !fast {
+        return layer.forward(x);
+    }
+    let draws: Vec<f32> = Tensor::<1>::random([2], Distribution::Default, &device)
+        .into_data()
+        .try_to_vec()
+        .unwrap_or_default();
+    let seed = draws
+        .iter()
+        .fold(0u64, |acc, v| (acc << 32) | u64::from(v.to_bits()));
+    let shape = x.shape();
+    let mask = dropout::mask(shape.num_elements(), (1.0 - layer.prob) as f32, seed);
+    x * Tensor::from_data(TensorData::new(mask, shape), &device)
+}
+
 /// burn's `Same` padding (the ONNX convention: an odd total puts the extra row at the end), which
 /// burn keeps crate-private.
 fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
@@ -122,8 +152,8 @@ pub fn takes_fast_path(device: &Device, options: &ConvOptions<2>) -> bool {
     enabled() && options.groups == 1 && *device == Device::flex()
 }
 
-/// False when `KILN_CONV=burn` asks for burn's own convolution everywhere.
+/// False when `KILN_KERNELS=burn` asks for burn's own convolution everywhere.
 fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("KILN_CONV").map_or(true, |v| v != "burn"))
+    *ENABLED.get_or_init(|| std::env::var("KILN_KERNELS").map_or(true, |v| v != "burn"))
 }

@@ -298,6 +298,11 @@ fn im2col(shape: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
             for j in 0..kw {
                 let row = rows.next().expect("K rows");
                 let (x_lo, x_hi) = valid_range(ow, w, sw, j * dw, pl);
+                if x_lo == x_hi {
+                    // This tap falls in the padding at every output column.
+                    row.fill(0.0);
+                    continue;
+                }
                 row[..y_lo * ow].fill(0.0);
                 row[y_hi * ow..].fill(0.0);
                 for oy in y_lo..y_hi {
@@ -338,6 +343,9 @@ fn col2im(shape: &Conv2dShape, cols: &[f32], dx: &mut [f32]) {
             for j in 0..kw {
                 let row = rows.next().expect("K rows");
                 let (x_lo, x_hi) = valid_range(ow, w, sw, j * dw, pl);
+                if x_lo == x_hi {
+                    continue;
+                }
                 for oy in y_lo..y_hi {
                     let dst = &mut plane[(oy * sh + i * dh - pt) * w..][..w];
                     let src = &row[oy * ow + x_lo..oy * ow + x_hi];
@@ -445,6 +453,23 @@ mod tests {
                 kernel: [2, 3],
                 stride: [2, 2],
                 padding: [(1, 0), (0, 1)],
+                ..base
+            },
+            // Dilated taps that land in the padding at every output position (found by the
+            // property test against burn).
+            Conv2dShape {
+                in_size: [3, 3],
+                kernel: [1, 3],
+                padding: [(0, 0), (0, 2)],
+                dilation: [1, 2],
+                ..base
+            },
+            Conv2dShape {
+                in_size: [3, 3],
+                kernel: [3, 1],
+                stride: [2, 1],
+                padding: [(2, 0), (0, 0)],
+                dilation: [2, 1],
                 ..base
             },
         ]

@@ -1,4 +1,4 @@
-//! The burn side: a backend extension whose flex implementation runs [`crate::kernels`] and whose
+//! The burn side: a backend extension whose flex implementation runs [`crate::conv`] and whose
 //! autodiff implementation records a backward step that calls them again.
 
 use burn::backend::autodiff::NodeId;
@@ -13,7 +13,7 @@ use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, TensorData};
 
-use crate::kernels::{self, Conv2dShape};
+use crate::conv::{self, Conv2dShape};
 use crate::pool;
 
 /// A 2-D convolution with its own backward passes; kiln implements it for flex, and for autodiff
@@ -21,7 +21,7 @@ use crate::pool;
 #[backend_extension(Flex, Autodiff)]
 pub trait KilnConv: Backend {
     /// The forward pass (see [`crate::conv2d`]).
-    fn kiln_conv2d(
+    fn kiln_kernels2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -29,7 +29,7 @@ pub trait KilnConv: Backend {
     ) -> FloatTensor<Self>;
 
     /// The gradient with respect to `x`, given the output gradient `dy`.
-    fn kiln_conv2d_x_backward(
+    fn kiln_kernels2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -37,7 +37,7 @@ pub trait KilnConv: Backend {
     ) -> FloatTensor<Self>;
 
     /// The gradient with respect to the weight, given the output gradient `dy`.
-    fn kiln_conv2d_weight_backward(
+    fn kiln_kernels2d_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -45,7 +45,7 @@ pub trait KilnConv: Backend {
     ) -> FloatTensor<Self>;
 
     /// The gradient with respect to the bias, given the output gradient `dy`.
-    fn kiln_conv2d_bias_backward(dy: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn kiln_kernels2d_bias_backward(dy: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Max pooling over non-overlapping `kernel` windows (see [`crate::max_pool2d`]); `f32` only.
     fn kiln_max_pool2d(x: FloatTensor<Self>, kernel: [usize; 2]) -> FloatTensor<Self>;
@@ -126,7 +126,7 @@ fn tensor(values: Vec<f32>, dims: &[usize]) -> FlexTensor {
 }
 
 impl KilnConv for Flex {
-    fn kiln_conv2d(
+    fn kiln_kernels2d(
         x: FlexTensor,
         weight: FlexTensor,
         bias: FlexTensor,
@@ -136,11 +136,11 @@ impl KilnConv for Flex {
             return Self::conv2d(x, weight, Some(bias), options);
         };
         let bias = contiguous(&bias);
-        let out = kernels::forward(&ops.shape, ops.x(), ops.weight(), bias.as_slice::<f32>());
+        let out = conv::forward(&ops.shape, ops.x(), ops.weight(), bias.as_slice::<f32>());
         tensor(out, &ops.output_dims())
     }
 
-    fn kiln_conv2d_x_backward(
+    fn kiln_kernels2d_x_backward(
         x: FlexTensor,
         weight: FlexTensor,
         dy: FlexTensor,
@@ -150,11 +150,11 @@ impl KilnConv for Flex {
             return Self::conv2d_x_backward(x, weight, dy, options);
         };
         let dy = contiguous(&dy);
-        let dx = kernels::input_grad(&ops.shape, ops.weight(), dy.as_slice().expect("f32"));
+        let dx = conv::input_grad(&ops.shape, ops.weight(), dy.as_slice().expect("f32"));
         tensor(dx, x.shape().as_ref())
     }
 
-    fn kiln_conv2d_weight_backward(
+    fn kiln_kernels2d_weight_backward(
         x: FlexTensor,
         weight: FlexTensor,
         dy: FlexTensor,
@@ -164,11 +164,11 @@ impl KilnConv for Flex {
             return Self::conv2d_weight_backward(x, weight, dy, options);
         };
         let dy = contiguous(&dy);
-        let dw = kernels::weight_grad(&ops.shape, ops.x(), dy.as_slice().expect("f32"));
+        let dw = conv::weight_grad(&ops.shape, ops.x(), dy.as_slice().expect("f32"));
         tensor(dw, weight.shape().as_ref())
     }
 
-    fn kiln_conv2d_bias_backward(dy: FlexTensor) -> FlexTensor {
+    fn kiln_kernels2d_bias_backward(dy: FlexTensor) -> FlexTensor {
         let dims = dims4(&dy.shape()).expect("4-D output gradient");
         let [batch, channels, h, w] = dims;
         if dy.dtype() != DType::F32 {
@@ -176,7 +176,7 @@ impl KilnConv for Flex {
             return Self::float_reshape(summed, burn::tensor::Shape::new([channels]));
         }
         let dy = contiguous(&dy);
-        let db = kernels::bias_grad(batch, channels, h * w, dy.as_slice().expect("f32"));
+        let db = conv::bias_grad(batch, channels, h * w, dy.as_slice().expect("f32"));
         tensor(db, &[channels])
     }
 
@@ -232,16 +232,20 @@ impl<B: KilnConv> Backward<B, 3> for Conv2dBackward {
 
         // An untracked input (the images into the first layer) gets no gradient at all.
         if let Some(node) = node_x {
-            let dx =
-                B::kiln_conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone());
+            let dx = B::kiln_kernels2d_x_backward(
+                x.clone(),
+                weight.clone(),
+                dy.clone(),
+                options.clone(),
+            );
             grads.register::<B>(node.id, dx);
         }
         if let Some(node) = node_weight {
-            let dw = B::kiln_conv2d_weight_backward(x, weight, dy.clone(), options);
+            let dw = B::kiln_kernels2d_weight_backward(x, weight, dy.clone(), options);
             grads.register::<B>(node.id, dw);
         }
         if let Some(node) = node_bias {
-            grads.register::<B>(node.id, B::kiln_conv2d_bias_backward(dy));
+            grads.register::<B>(node.id, B::kiln_kernels2d_bias_backward(dy));
         }
     }
 }
@@ -270,7 +274,7 @@ impl<B: KilnConv> Backward<B, 1> for MaxPool2dBackward {
 }
 
 impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
-    fn kiln_conv2d(
+    fn kiln_kernels2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -284,7 +288,7 @@ impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                let out = B::kiln_conv2d(
+                let out = B::kiln_kernels2d(
                     x.into_primitive(),
                     weight.into_primitive(),
                     bias.into_primitive(),
@@ -292,7 +296,7 @@ impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
                 );
                 prep.finish((x_state, weight_state, options), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::kiln_conv2d(
+            OpsKind::UnTracked(prep) => prep.finish(B::kiln_kernels2d(
                 x.into_primitive(),
                 weight.into_primitive(),
                 bias.into_primitive(),
@@ -301,9 +305,9 @@ impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
         }
     }
 
-    // The autodiff backend differentiates `kiln_conv2d` itself; these run on the inner backend,
+    // The autodiff backend differentiates `kiln_kernels2d` itself; these run on the inner backend,
     // inside its backward step, never on tracked tensors.
-    fn kiln_conv2d_x_backward(
+    fn kiln_kernels2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -312,7 +316,7 @@ impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
         Self::conv2d_x_backward(x, weight, dy, options)
     }
 
-    fn kiln_conv2d_weight_backward(
+    fn kiln_kernels2d_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -321,7 +325,7 @@ impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
         Self::conv2d_weight_backward(x, weight, dy, options)
     }
 
-    fn kiln_conv2d_bias_backward(dy: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn kiln_kernels2d_bias_backward(dy: FloatTensor<Self>) -> FloatTensor<Self> {
         let [_, channels, _, _] = dims4(&dy.shape()).expect("4-D output gradient");
         let summed = Self::float_sum_dim(Self::float_sum_dim(Self::float_sum_dim(dy, 3), 2), 0);
         Self::float_reshape(summed, burn::tensor::Shape::new([channels]))
