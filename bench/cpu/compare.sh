@@ -8,7 +8,8 @@
 #   PYTHON=/path/to/venv/bin/python bench/cpu/compare.sh [KILN] [SECONDS]
 #
 # KILN defaults to target/debug/kiln (what `cargo test` builds; dependencies at opt-level 3),
-# SECONDS (default 10) is each training measurement. PYTHON must import torch and numpy: PyPI's
+# SECONDS (default 10) is each training measurement; ROUNDS (default 3) repeats the three sides
+# in turn and the table shows each figure's median (these machines are shared and noisy). PYTHON must import torch and numpy: PyPI's
 # `torch` is the CUDA build (several GB of nvidia-* wheels) but runs on the CPU; keep it out of
 # CI. Prints the CPU model first: figures from different machines do not compare.
 set -euo pipefail
@@ -17,6 +18,7 @@ KILN=${1:-target/debug/kiln}
 SECONDS_EACH=${2:-10}
 PYTHON=${PYTHON:-python3}
 THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
 "$PYTHON" -c "import torch, numpy" 2>/dev/null || {
   echo "$PYTHON cannot import torch and numpy: python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch numpy, then PYTHON=/tmp/torch/bin/python" >&2
   exit 2
@@ -27,15 +29,17 @@ avx512=$(grep -q avx512f /proc/cpuinfo && echo "AVX-512" || echo "no AVX-512")
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), family $(lscpu | sed -n 's/^CPU family: *//p') model $(lscpu | sed -n 's/^Model: *//p'), $avx512 ($(nproc) cores); $THREADS threads; batch 64; Adam"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-for model in mlp cnn; do
-  RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/kiln-$model"
-  KILN_KERNELS=burn RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/burn-$model"
-  "$PYTHON" bench/reference/train_mnist.py --model "$model" --bench "$SECONDS_EACH" \
-    --threads "$THREADS" --device cpu > "$out/torch-$model"
+for round in $(seq "$ROUNDS"); do
+  for model in mlp cnn; do
+    RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/kiln-$model-$round"
+    KILN_KERNELS=burn RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/burn-$model-$round"
+    "$PYTHON" bench/reference/train_mnist.py --model "$model" --bench "$SECONDS_EACH" \
+      --threads "$THREADS" --device cpu > "$out/torch-$model-$round"
+  done
 done
-python3 - "$out" <<'PY'
-import json, re, sys
-out = sys.argv[1]
+python3 - "$out" "$ROUNDS" <<'PY'
+import json, re, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
 
 def kiln(path):
     text = open(path).read()
@@ -46,21 +50,30 @@ def kiln(path):
         "b256": grab(r"infer \w+ batch 256:"),
     }
 
+def torch_run(path):
+    t = json.load(open(path))
+    return t["framework"], {"train": t["train_samples_per_sec"], "b1": t["infer_batch1_ms"],
+                            "b256": t["infer_batch256_samples_per_sec"]}
+
+def median(runs):
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
 rows = []
 for model in ["mlp", "cnn"]:
-    after, before = kiln(f"{out}/kiln-{model}"), kiln(f"{out}/burn-{model}")
-    t = json.load(open(f"{out}/torch-{model}"))
-    torch = {"train": t["train_samples_per_sec"], "b1": t["infer_batch1_ms"],
-             "b256": t["infer_batch256_samples_per_sec"]}
+    each = range(1, rounds + 1)
+    after = median([kiln(f"{out}/kiln-{model}-{r}") for r in each])
+    before = median([kiln(f"{out}/burn-{model}-{r}") for r in each])
+    framework = torch_run(f"{out}/torch-{model}-1")[0]
+    torch = median([torch_run(f"{out}/torch-{model}-{r}")[1] for r in each])
     for key, label, unit, higher in [("train", "train", "samples/s", True),
                                      ("b1", "infer batch 1", "ms", False),
                                      ("b256", "infer batch 256", "samples/s", True)]:
         ratio = after[key] / torch[key] if higher else torch[key] / after[key]
         rows.append((f"{model.upper()} {label}, {unit}", before[key], after[key], torch[key], ratio))
-print(f"| work | kiln, burn's conv (KILN_KERNELS=burn) | kiln | PyTorch {t['framework'].split()[1]} | kiln vs PyTorch |")
+print(f"| work | kiln, burn's ops (KILN_KERNELS=burn) | kiln | PyTorch {framework.split()[1]} | kiln vs PyTorch |")
 print("|---|---|---|---|---|")
 fmt = lambda v: f"{v:,.4f}" if v < 1 else f"{v:,.0f}"
 for name, b, a, p, r in rows:
     print(f"| {name} | {fmt(b)} | {fmt(a)} | {fmt(p)} | {r:.2f}x |")
-print("(kiln vs PyTorch: > 1 means kiln is faster, for latency too)")
+print(f"(medians of {rounds} rounds; kiln vs PyTorch: > 1 means kiln is faster, for latency too)")
 PY
