@@ -12,6 +12,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "autodiff")]
+mod autodiff;
 pub mod conv;
 pub mod dropout;
 mod extension;
@@ -88,8 +90,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
         PaddingConfig2d::Same => false,
     };
     let whole_windows = !pool.ceil_mode || (h % kernel[0] == 0 && w % kernel[1] == 0);
-    let fast = enabled()
-        && x.device() == Device::flex()
+    let fast = on_flex(&x.device())
         && x.dtype() == DType::F32
         && pool.stride == kernel
         && pool.dilation == [1, 1]
@@ -112,13 +113,12 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 #[must_use]
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    let fast = enabled()
-        && layer.training.is_enabled()
+    let fast = on_flex(&device)
         && device.is_autodiff()
+        && layer.training.is_enabled()
         && layer.prob > 0.0
         && layer.prob < 1.0
-        && x.dtype() == DType::F32
-        && device == Device::flex();
+        && x.dtype() == DType::F32;
     if !fast {
         return layer.forward(x);
     }
@@ -149,7 +149,13 @@ fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
 /// Whether [`conv2d`] uses kiln's kernels for this device and these options.
 #[must_use]
 pub fn takes_fast_path(device: &Device, options: &ConvOptions<2>) -> bool {
-    enabled() && options.groups == 1 && *device == Device::flex()
+    on_flex(device) && options.groups == 1
+}
+
+/// kiln's kernels are on and `device` is flex, with autodiff only where this build has kiln's
+/// backward steps (feature `autodiff`).
+fn on_flex(device: &Device) -> bool {
+    enabled() && *device == Device::flex() && (cfg!(feature = "autodiff") || !device.is_autodiff())
 }
 
 /// False when `KILN_KERNELS=burn` asks for burn's own convolution everywhere.
