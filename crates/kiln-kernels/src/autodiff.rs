@@ -12,13 +12,13 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, TensorMetadata};
 use burn::tensor::ops::ConvOptions;
 
-use crate::extension::{KilnConv, dims4};
+use crate::extension::{KilnOps, dims4};
 
 /// The recorded step: the forward input and weight are kept (checkpointed) for the gradients.
 #[derive(Debug)]
 struct Conv2dBackward;
 
-impl<B: KilnConv> Backward<B, 3> for Conv2dBackward {
+impl<B: KilnOps> Backward<B, 3> for Conv2dBackward {
     type State = (NodeId, NodeId, ConvOptions<2>);
 
     fn backward(
@@ -35,20 +35,16 @@ impl<B: KilnConv> Backward<B, 3> for Conv2dBackward {
 
         // An untracked input (the images into the first layer) gets no gradient at all.
         if let Some(node) = node_x {
-            let dx = B::kiln_kernels2d_x_backward(
-                x.clone(),
-                weight.clone(),
-                dy.clone(),
-                options.clone(),
-            );
+            let dx =
+                B::kiln_conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone());
             grads.register::<B>(node.id, dx);
         }
         if let Some(node) = node_weight {
-            let dw = B::kiln_kernels2d_weight_backward(x, weight, dy.clone(), options);
+            let dw = B::kiln_conv2d_weight_backward(x, weight, dy.clone(), options);
             grads.register::<B>(node.id, dw);
         }
         if let Some(node) = node_bias {
-            grads.register::<B>(node.id, B::kiln_kernels2d_bias_backward(dy));
+            grads.register::<B>(node.id, B::kiln_conv2d_bias_backward(dy));
         }
     }
 }
@@ -57,7 +53,7 @@ impl<B: KilnConv> Backward<B, 3> for Conv2dBackward {
 #[derive(Debug)]
 struct MaxPool2dBackward;
 
-impl<B: KilnConv> Backward<B, 1> for MaxPool2dBackward {
+impl<B: KilnOps> Backward<B, 1> for MaxPool2dBackward {
     type State = (NodeId, [usize; 2]);
 
     fn backward(
@@ -76,8 +72,8 @@ impl<B: KilnConv> Backward<B, 1> for MaxPool2dBackward {
     }
 }
 
-impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
-    fn kiln_kernels2d(
+impl<B: KilnOps, C: CheckpointStrategy> KilnOps for Autodiff<B, C> {
+    fn kiln_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -91,7 +87,7 @@ impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                let out = B::kiln_kernels2d(
+                let out = B::kiln_conv2d(
                     x.into_primitive(),
                     weight.into_primitive(),
                     bias.into_primitive(),
@@ -99,7 +95,7 @@ impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
                 );
                 prep.finish((x_state, weight_state, options), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::kiln_kernels2d(
+            OpsKind::UnTracked(prep) => prep.finish(B::kiln_conv2d(
                 x.into_primitive(),
                 weight.into_primitive(),
                 bias.into_primitive(),
@@ -108,9 +104,9 @@ impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
         }
     }
 
-    // The autodiff backend differentiates `kiln_kernels2d` itself; these run on the inner backend,
+    // The autodiff backend differentiates `kiln_conv2d` itself; these run on the inner backend,
     // inside its backward step, never on tracked tensors.
-    fn kiln_kernels2d_x_backward(
+    fn kiln_conv2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -119,7 +115,7 @@ impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
         Self::conv2d_x_backward(x, weight, dy, options)
     }
 
-    fn kiln_kernels2d_weight_backward(
+    fn kiln_conv2d_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -128,7 +124,7 @@ impl<B: KilnConv, C: CheckpointStrategy> KilnConv for Autodiff<B, C> {
         Self::conv2d_weight_backward(x, weight, dy, options)
     }
 
-    fn kiln_kernels2d_bias_backward(dy: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn kiln_conv2d_bias_backward(dy: FloatTensor<Self>) -> FloatTensor<Self> {
         let [_, channels, _, _] = dims4(&dy.shape()).expect("4-D output gradient");
         let summed = Self::float_sum_dim(Self::float_sum_dim(Self::float_sum_dim(dy, 3), 2), 0);
         Self::float_reshape(summed, burn::tensor::Shape::new([channels]))

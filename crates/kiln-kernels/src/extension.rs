@@ -14,9 +14,9 @@ use crate::pool;
 /// A 2-D convolution with its own backward passes; kiln implements it for flex, and for autodiff
 /// over any backend that implements it.
 #[backend_extension(Flex, Autodiff: cfg(feature = "autodiff"))]
-pub trait KilnConv: Backend {
+pub trait KilnOps: Backend {
     /// The forward pass (see [`crate::conv2d`]).
-    fn kiln_kernels2d(
+    fn kiln_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -24,7 +24,7 @@ pub trait KilnConv: Backend {
     ) -> FloatTensor<Self>;
 
     /// The gradient with respect to `x`, given the output gradient `dy`.
-    fn kiln_kernels2d_x_backward(
+    fn kiln_conv2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -32,7 +32,7 @@ pub trait KilnConv: Backend {
     ) -> FloatTensor<Self>;
 
     /// The gradient with respect to the weight, given the output gradient `dy`.
-    fn kiln_kernels2d_weight_backward(
+    fn kiln_conv2d_weight_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -40,12 +40,12 @@ pub trait KilnConv: Backend {
     ) -> FloatTensor<Self>;
 
     /// The gradient with respect to the bias, given the output gradient `dy`.
-    fn kiln_kernels2d_bias_backward(dy: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn kiln_conv2d_bias_backward(dy: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Max pooling over non-overlapping `kernel` windows (see [`crate::max_pool2d`]); `f32` only.
     fn kiln_max_pool2d(x: FloatTensor<Self>, kernel: [usize; 2]) -> FloatTensor<Self>;
 
-    /// The input gradient of [`KilnConv::kiln_max_pool2d`], given its input and `dy`.
+    /// The input gradient of [`KilnOps::kiln_max_pool2d`], given its input and `dy`.
     fn kiln_max_pool2d_backward(
         x: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -120,8 +120,8 @@ fn tensor(values: Vec<f32>, dims: &[usize]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, dims.to_vec()))
 }
 
-impl KilnConv for Flex {
-    fn kiln_kernels2d(
+impl KilnOps for Flex {
+    fn kiln_conv2d(
         x: FlexTensor,
         weight: FlexTensor,
         bias: FlexTensor,
@@ -135,7 +135,7 @@ impl KilnConv for Flex {
         tensor(out, &ops.output_dims())
     }
 
-    fn kiln_kernels2d_x_backward(
+    fn kiln_conv2d_x_backward(
         x: FlexTensor,
         weight: FlexTensor,
         dy: FlexTensor,
@@ -149,7 +149,7 @@ impl KilnConv for Flex {
         tensor(dx, x.shape().as_ref())
     }
 
-    fn kiln_kernels2d_weight_backward(
+    fn kiln_conv2d_weight_backward(
         x: FlexTensor,
         weight: FlexTensor,
         dy: FlexTensor,
@@ -163,7 +163,7 @@ impl KilnConv for Flex {
         tensor(dw, weight.shape().as_ref())
     }
 
-    fn kiln_kernels2d_bias_backward(dy: FlexTensor) -> FlexTensor {
+    fn kiln_conv2d_bias_backward(dy: FlexTensor) -> FlexTensor {
         let dims = dims4(&dy.shape()).expect("4-D output gradient");
         let [batch, channels, h, w] = dims;
         if dy.dtype() != DType::F32 {

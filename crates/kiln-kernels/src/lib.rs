@@ -28,7 +28,7 @@ use burn::nn::{Dropout, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 
-pub use extension::KilnConv;
+pub use extension::KilnOps;
 
 /// A 2-D convolution, NCHW, like [`burn::tensor::module::conv2d`], on kiln's kernels where they
 /// apply (the `cpu` device, one group) and burn's otherwise.
@@ -49,7 +49,7 @@ pub fn conv2d(
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &weight.device()));
-    Tensor::from_dispatch(<Dispatch as KilnConv>::kiln_kernels2d(
+    Tensor::from_dispatch(<Dispatch as KilnOps>::kiln_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
@@ -101,7 +101,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     if !fast {
         return pool.forward(x);
     }
-    Tensor::from_dispatch(<Dispatch as KilnConv>::kiln_max_pool2d(
+    Tensor::from_dispatch(<Dispatch as KilnOps>::kiln_max_pool2d(
         x.into_dispatch(),
         kernel,
     ))
