@@ -177,7 +177,7 @@ pub(crate) fn probe(host: &Host, compiled: &[&str]) -> Vec<Probe> {
             device: "ndarray",
             status: if has("ndarray") {
                 Status::Ready(
-                    "burn's NdArray backend (deprecated in burn 0.22; kiln serves CNNs on it)"
+                    "burn's NdArray backend (deprecated in burn 0.22; kept for comparison with cpu)"
                         .into(),
                 )
             } else {
