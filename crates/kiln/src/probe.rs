@@ -20,6 +20,9 @@ pub(crate) struct Host {
     pub(crate) vulkan_loader: bool,
     /// Whether an NVIDIA device node (`/dev/nvidia0`) exists.
     pub(crate) nvidia_device: bool,
+    /// Whether a DRM render node (`/dev/dri/renderD*`) exists: Mesa's hardware Vulkan drivers
+    /// reach their GPU through one.
+    pub(crate) drm_render_node: bool,
     /// The NVIDIA kernel driver's version line, if any.
     pub(crate) nvidia_driver: Option<String>,
     /// `NVIDIA_DRIVER_CAPABILITIES`, as a container runtime sets it.
@@ -95,6 +98,11 @@ impl Host {
             vulkan_icds: vulkan_icds(),
             vulkan_loader: find("libvulkan.so.1").is_some(),
             nvidia_device: Path::new("/dev/nvidia0").exists(),
+            drm_render_node: std::fs::read_dir("/dev/dri").is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("renderD"))
+            }),
             nvidia_driver: std::fs::read_to_string("/proc/driver/nvidia/version")
                 .ok()
                 .and_then(|v| v.lines().next().map(str::to_string)),
@@ -205,7 +213,13 @@ fn vulkan_status(host: &Host) -> Status {
         );
     }
     let software = |icd: &str| icd.starts_with("lvp") || icd.contains("lavapipe");
-    let hardware: Vec<&String> = host.vulkan_icds.iter().filter(|i| !software(i)).collect();
+    // Debian's mesa-vulkan-drivers installs the Intel and Radeon drivers next to lavapipe
+    // whatever the machine has: a hardware driver counts only with its device present.
+    let hardware: Vec<&String> = host
+        .vulkan_icds
+        .iter()
+        .filter(|i| !software(i) && device_present(i, host))
+        .collect();
     if host.nvidia_device && !host.vulkan_icds.iter().any(|i| i.starts_with("nvidia")) {
         let graphics = host
             .nvidia_capabilities
@@ -230,12 +244,43 @@ fn vulkan_status(host: &Host) -> Status {
             "only Mesa's software renderer (lavapipe/llvmpipe): it works, but slowly".into(),
         );
     }
+    if !host.vulkan_icds.is_empty() {
+        return Status::Unavailable(format!(
+            "Vulkan drivers for hardware this machine does not have ({}): no GPU device node \
+             (/dev/dri/renderD*, /dev/nvidia0)",
+            host.vulkan_icds.join(", ")
+        ));
+    }
     Status::Unavailable(
         "no Vulkan driver (ICD) found: install your GPU's Vulkan driver, or Debian's \
          mesa-vulkan-drivers for a software one; in containers NVIDIA_DRIVER_CAPABILITIES \
          needs `graphics`"
             .into(),
     )
+}
+
+/// Whether the device a Vulkan driver drives is there: NVIDIA's needs `/dev/nvidia0`, Mesa's
+/// hardware drivers a DRM render node; any other driver is given the benefit of the doubt.
+fn device_present(icd: &str, host: &Host) -> bool {
+    const MESA_HARDWARE: [&str; 10] = [
+        "intel",
+        "radeon",
+        "nouveau",
+        "freedreno",
+        "panfrost",
+        "broadcom",
+        "virtio",
+        "asahi",
+        "powervr",
+        "lima",
+    ];
+    if icd.starts_with("nvidia") {
+        host.nvidia_device
+    } else if MESA_HARDWARE.iter().any(|p| icd.starts_with(p)) {
+        host.drm_render_node
+    } else {
+        true
+    }
 }
 
 fn cuda_status(host: &Host) -> Status {
@@ -317,6 +362,44 @@ mod tests {
         let probes = probe(&host, &ALL);
         assert!(matches!(status(&probes, "wgpu"), Status::Software(_)));
         assert_eq!(auto(&probes), "cpu");
+    }
+
+    /// What Debian's mesa-vulkan-drivers installs on a machine without a GPU (seen on the
+    /// development machine): the Intel and Radeon drivers find nothing, lavapipe is software.
+    #[test]
+    fn mesa_hardware_drivers_without_a_gpu_are_not_a_gpu() {
+        let mesa = [
+            "intel_hasvk_icd.x86_64.json",
+            "intel_icd.x86_64.json",
+            "lvp_icd.x86_64.json",
+            "radeon_icd.x86_64.json",
+        ];
+        let mut host = Host {
+            vulkan_loader: true,
+            vulkan_icds: mesa.iter().map(|s| (*s).to_string()).collect(),
+            ..Host::default()
+        };
+        let probes = probe(&host, &ALL);
+        assert!(
+            matches!(status(&probes, "wgpu"), Status::Software(_)),
+            "{probes:?}"
+        );
+        assert_eq!(auto(&probes), "cpu");
+
+        host.vulkan_icds.retain(|i| !i.starts_with("lvp"));
+        let probes = probe(&host, &ALL);
+        let Status::Unavailable(why) = status(&probes, "wgpu") else {
+            panic!("{probes:?}");
+        };
+        assert!(why.contains("/dev/dri/renderD*"), "{why}");
+
+        host.drm_render_node = true;
+        let probes = probe(&host, &ALL);
+        assert!(
+            matches!(status(&probes, "wgpu"), Status::Ready(_)),
+            "{probes:?}"
+        );
+        assert_eq!(auto(&probes), "wgpu");
     }
 
     #[test]
