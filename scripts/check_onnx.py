@@ -16,18 +16,14 @@ import argparse
 import gzip
 import json
 import os
-import socket
 import struct
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import onnx
 import onnxruntime
+
+from kiln_predict import served_probabilities
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 256  # the server's default limits.max_instances
@@ -85,71 +81,11 @@ def check_structure(model: onnx.ModelProto) -> list:
     return problems
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as e:
-        raise SystemExit(f"POST {url}: {e.code} {e.read().decode(errors='replace')}")
-
-
 def kiln_probabilities(kiln: str, model: str, device: str, images: np.ndarray) -> tuple:
-    """Probabilities from `kiln serve`'s POST /predict, in batches of at most BATCH images, and
-    the model version the server names."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tempfile.TemporaryFile()
-    server = subprocess.Popen(
-        [kiln, "serve", "--model", model, "--addr", f"127.0.0.1:{port}", "--device", device],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                log.seek(0)
-                raise SystemExit(f"kiln serve exited {server.returncode}:\n{log.read().decode()}")
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("kiln serve did not become ready within 60 s")
-            time.sleep(0.1)
-        flat = images.reshape(len(images), -1)
-        result = []
-        version = None
-        for start in range(0, len(flat), BATCH):
-            chunk = flat[start : start + BATCH]
-            answer = post(
-                f"{base}/predict",
-                {"instances": chunk.tolist(), "scale": "u8", "invert": "no"},
-            )
-            version = answer["model"]["version"]
-            predictions = answer["predictions"]
-            if len(predictions) != len(chunk):
-                raise SystemExit(f"/predict answered {len(predictions)} predictions for {len(chunk)}")
-            result.extend(p["probabilities"] for p in predictions)
-        return np.asarray(result, dtype=np.float64), version
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    """Probabilities from `kiln serve`'s POST /predict, and the model version it names."""
+    flat = images.reshape(len(images), -1).tolist()
+    probs, version = served_probabilities(kiln, model, device, flat, BATCH)
+    return np.asarray(probs, dtype=np.float64), version
 
 
 def main() -> int:

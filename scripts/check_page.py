@@ -24,7 +24,6 @@ import gzip
 import json
 import math
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -33,12 +32,13 @@ import time
 import urllib.request
 import zlib
 
+from kiln_predict import free_port
+
 os.environ.setdefault("SE_OFFLINE", "true")
 
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.actions import interaction  # noqa: E402
 from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
 from selenium.webdriver.common.actions.pointer_input import PointerInput  # noqa: E402
@@ -53,12 +53,6 @@ DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def default_kiln() -> str:
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
     return os.path.join(target, "debug", "kiln")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png(width: int, height: int, pixels: bytes) -> bytes:

@@ -16,12 +16,12 @@ written yet.
 import argparse
 import gzip
 import json
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from kiln_predict import served_probabilities
 
 BATCH = 64
 
@@ -29,53 +29,6 @@ BATCH = 64
 def test_images(count: int) -> list:
     data = gzip.open("datasets/mnist/t10k-images-idx3-ubyte.gz").read()[16:]
     return [list(data[i * 784 : (i + 1) * 784]) for i in range(count)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def probabilities(kiln: str, model: str, device: str, images: list) -> list:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tempfile.TemporaryFile()
-    server = subprocess.Popen(
-        [kiln, "serve", "--model", model, "--addr", f"127.0.0.1:{port}", "--device", device],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                log.seek(0)
-                raise SystemExit(f"kiln serve --device {device} exited {server.returncode}:\n{log.read().decode()}")
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"kiln serve --device {device} not ready within 120 s")
-            time.sleep(0.2)
-        out = []
-        for start in range(0, len(images), BATCH):
-            body = {"instances": images[start : start + BATCH], "scale": "u8", "invert": "no"}
-            request = urllib.request.Request(
-                f"{base}/predict", json.dumps(body).encode(), {"content-type": "application/json"}
-            )
-            with urllib.request.urlopen(request, timeout=300) as response:
-                out.extend(p["probabilities"] for p in json.load(response)["predictions"])
-        return out
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def smoke_run(kiln: str, device: str, root: str) -> tuple:
@@ -102,7 +55,7 @@ def main() -> int:
     p.add_argument("--accuracy-band", type=float, default=0.02)
     a = p.parse_args()
     images = test_images(a.count)
-    first, second = (probabilities(a.kiln, a.model, d, images) for d in a.devices)
+    first, second = (served_probabilities(a.kiln, a.model, d, images, BATCH)[0] for d in a.devices)
     diffs = [abs(x - y) for row1, row2 in zip(first, second) for x, y in zip(row1, row2)]
     argmax = lambda row: max(range(len(row)), key=row.__getitem__)
     disagree = sum(argmax(r1) != argmax(r2) for r1, r2 in zip(first, second))

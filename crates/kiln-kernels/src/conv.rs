@@ -281,15 +281,40 @@ fn valid_range(
     (lo, hi.max(lo))
 }
 
+/// The numbers im2col and col2im walk by, unpacked once (`pad` is the top and left padding).
+struct Taps {
+    size: [usize; 2],
+    out: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: [usize; 2],
+}
+
+impl Taps {
+    fn of(shape: &Conv2dShape) -> Self {
+        Self {
+            size: shape.in_size,
+            out: shape.out_size().unwrap_or([0, 0]),
+            kernel: shape.kernel,
+            stride: shape.stride,
+            dilation: shape.dilation,
+            pad: [shape.padding[0].0, shape.padding[1].0],
+        }
+    }
+}
+
 /// One sample's column matrix `[K, L]`: row `(c, i, j)` holds input channel `c` seen through
 /// kernel tap `(i, j)` at every output position (zero where that falls in the padding).
 fn im2col(shape: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
-    let [h, w] = shape.in_size;
-    let [oh, ow] = shape.out_size().unwrap_or([0, 0]);
-    let [kh, kw] = shape.kernel;
-    let [sh, sw] = shape.stride;
-    let [dh, dw] = shape.dilation;
-    let (pt, pl) = (shape.padding[0].0, shape.padding[1].0);
+    let Taps {
+        size: [h, w],
+        out: [oh, ow],
+        kernel: [kh, kw],
+        stride: [sh, sw],
+        dilation: [dh, dw],
+        pad: [pt, pl],
+    } = Taps::of(shape);
     let l = oh * ow;
     let mut rows = cols.chunks_exact_mut(l);
     for plane in x.chunks_exact(h * w) {
@@ -329,12 +354,14 @@ fn im2col(shape: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
 
 /// The adjoint of [`im2col`]: adds each column entry back onto the input pixel it was read from.
 fn col2im(shape: &Conv2dShape, cols: &[f32], dx: &mut [f32]) {
-    let [h, w] = shape.in_size;
-    let [oh, ow] = shape.out_size().unwrap_or([0, 0]);
-    let [kh, kw] = shape.kernel;
-    let [sh, sw] = shape.stride;
-    let [dh, dw] = shape.dilation;
-    let (pt, pl) = (shape.padding[0].0, shape.padding[1].0);
+    let Taps {
+        size: [h, w],
+        out: [oh, ow],
+        kernel: [kh, kw],
+        stride: [sh, sw],
+        dilation: [dh, dw],
+        pad: [pt, pl],
+    } = Taps::of(shape);
     let l = oh * ow;
     let mut rows = cols.chunks_exact(l);
     for plane in dx.chunks_exact_mut(h * w) {
