@@ -1,4 +1,4 @@
-use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::de::Error as _;
 use serde::ser::{Error as _, SerializeMap};
@@ -156,6 +156,16 @@ pub enum Model {
 }
 
 impl Model {
+    /// Draws every parameter that is still to be initialised, now. burn initialises a
+    /// parameter on its first use, from whatever state the device's generator is in then, and
+    /// moving an uninitialised model to another device moves the draw there too. Calling this
+    /// right after seeding fixes the weights to the seed, whatever runs next.
+    #[must_use]
+    pub fn initialized(self) -> Self {
+        self.visit(&mut Draw);
+        self
+    }
+
     /// Class logits for a batch of images.
     ///
     /// # Shapes
@@ -168,6 +178,15 @@ impl Model {
             Self::Cnn(m) => m.forward(images),
             Self::Net(m) => m.forward(images),
         }
+    }
+}
+
+/// Reads every float parameter, which initialises it (the value is kept in the parameter).
+struct Draw;
+
+impl ModuleVisitor for Draw {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
     }
 }
 

@@ -178,13 +178,17 @@ impl<'a> Trainer<'a> {
         let input = [1, data.train.height, data.train.width];
 
         let device_ad = device.clone().autodiff();
-        device_ad.seed(seed);
-        // Parameters initialise lazily; materialise them now so their random draws happen
-        // here, not inside the first training step after its dropout seed.
+        // The initial weights are drawn on the CPU, from the seed, and then copied to the
+        // device: a seed starts every backend from the same weights (each backend's own
+        // generator draws differently). `fork` makes the copies trainable leaves.
+        let host = Device::flex().autodiff();
+        host.seed(seed);
         let model = config
             .model
-            .init(input, config.data.num_classes, &device_ad)
-            .materialize();
+            .init(input, config.data.num_classes, &host)
+            .initialized()
+            .fork(&device_ad);
+        device_ad.seed(seed);
         let optim = optimizer::build(&config.training.optimizer, config.training.grad_clip_norm);
         let events = EventWriter::create(&run.path).map_err(|e| TrainError::io(&run.path, e))?;
         Ok(Self {

@@ -61,10 +61,29 @@ fn ndarray() -> Result<(Device, String)> {
 
 #[cfg(feature = "wgpu")]
 fn wgpu() -> Result<(Device, String)> {
-    Ok((
-        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-        "wgpu".into(),
-    ))
+    use burn::tensor::wgpu::WgpuBackend;
+    // A runtime starts once per process; serve's reloads ask again.
+    static DEVICE: std::sync::OnceLock<Result<Device, String>> = std::sync::OnceLock::new();
+    let device = DEVICE.get_or_init(|| {
+        let host = crate::probe::Host::detect();
+        // Vulkan is pinned wherever a Vulkan driver is installed. With only a software adapter
+        // there (lavapipe), wgpu's automatic choice goes on to probe OpenGL through EGL, whose
+        // context lock gives up after one second on a loaded machine ("Could not lock adapter
+        // context. This is most-likely a deadlock.").
+        let api = if host.vulkan_loader && !host.vulkan_icds.is_empty() {
+            WgpuBackend::Vulkan
+        } else {
+            WgpuBackend::Auto
+        };
+        Device::wgpu_options()
+            .graphics_api(api)
+            .init()
+            .map_err(|e| e.to_string())
+    });
+    match device {
+        Ok(device) => Ok((device.clone(), "wgpu".into())),
+        Err(e) => bail!("wgpu did not start: {e} (`kiln devices` says what this machine has)"),
+    }
 }
 #[cfg(not(feature = "wgpu"))]
 fn wgpu() -> Result<(Device, String)> {

@@ -2,6 +2,7 @@
 //! independent oracle for the forward pass.
 
 mod artifact;
+mod candle_net;
 mod oracle;
 
 use std::path::Path;
