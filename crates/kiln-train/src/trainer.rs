@@ -178,17 +178,13 @@ impl<'a> Trainer<'a> {
         let input = [1, data.train.height, data.train.width];
 
         let device_ad = device.clone().autodiff();
-        // The initial weights are drawn on the CPU, from the seed, and then copied to the
-        // device: a seed starts every backend from the same weights (each backend's own
-        // generator draws differently). `fork` makes the copies trainable leaves.
-        let host = Device::flex().autodiff();
-        host.seed(seed);
+        device_ad.seed(seed);
+        // burn draws each parameter lazily, on the device, at its first use: inside the first
+        // training step, after that step's dropout seed. Every run of a build repeats those
+        // draws exactly; another backend's generator draws other weights from the same seed.
         let model = config
             .model
-            .init(input, config.data.num_classes, &host)
-            .initialized()
-            .fork(&device_ad);
-        device_ad.seed(seed);
+            .init(input, config.data.num_classes, &device_ad);
         let optim = optimizer::build(&config.training.optimizer, config.training.grad_clip_norm);
         let events = EventWriter::create(&run.path).map_err(|e| TrainError::io(&run.path, e))?;
         Ok(Self {

@@ -30,10 +30,10 @@ const LOGIT_TOLERANCE: f32 = 1e-4;
 const GRADIENT_TOLERANCE: f32 = 1e-3;
 /// Largest loss difference, relative to the loss.
 const LOSS_TOLERANCE: f32 = 1e-5;
-/// How far the wgpu run's validation accuracy may land from the CPU run's. Both start from the
-/// same weights (drawn on the CPU) and see the same batches; they differ in rounding and in
-/// their dropout masks (each backend draws its own).
-const ACCURACY_BAND: f64 = 0.02;
+/// How far the wgpu run's validation accuracy may land from the CPU run's. The runs see the same
+/// batches; they start from different weights (each backend's generator draws its own from the
+/// seed), draw different dropout masks, and round differently.
+const ACCURACY_BAND: f64 = 0.03;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
