@@ -1,6 +1,9 @@
 //! Integration tests of kiln-train on real MNIST with the smoke config: learning, tracking,
-//! exact resume and refusing corrupt checkpoints.
+//! exact resume, refusing corrupt checkpoints, and the same model on cpu and wgpu.
 
+mod backends;
+#[path = "../../../kiln-model/tests/it/candle_net.rs"]
+mod candle_net;
 mod loop_control;
 mod resume;
 mod smoke;

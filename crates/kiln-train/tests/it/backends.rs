@@ -7,14 +7,11 @@
 //! error that it did not run, and why. The comparison tables go to standard error too (written
 //! past the test harness's capture, so `cargo test` shows them).
 //!
-//! One process, one wgpu device brought up once, one test at a time.
-
-#[path = "../../kiln-model/tests/it/candle_net.rs"]
-mod candle_net;
+//! One wgpu device per process, brought up once; the tests hold the training lock, so one runs
+//! at a time.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::OnceLock;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLoss;
@@ -23,6 +20,8 @@ use burn::tensor::{Device, Gradients, Tensor};
 use kiln_data::{HostBatch, Loader, LoaderOptions};
 use kiln_model::{Architecture, CnnConfig, MlpConfig, Model, artifact};
 use kiln_train::{RunDir, Silent, TrainConfig, TrainOptions, train};
+
+use crate::{candle_net, exclusive, smoke_config};
 
 /// Largest logit difference between two implementations, relative to the largest logit.
 const LOGIT_TOLERANCE: f32 = 1e-4;
@@ -35,22 +34,10 @@ const LOSS_TOLERANCE: f32 = 1e-5;
 /// seed), draw different dropout masks, and round differently.
 const ACCURACY_BAND: f64 = 0.03;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// One line on standard error that the test harness does not capture.
 fn say(line: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "backends: {line}");
-}
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Tests take turns: one training at a time (burn's flex generator is per process), and the
-/// software Vulkan driver sees one caller.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The wgpu device, brought up once per process; `None` (reported) where there is none and
@@ -109,19 +96,6 @@ fn difference(a: &[f32], b: &[f32]) -> (f32, f32) {
     (abs, if scale > 0.0 { abs / scale } else { abs })
 }
 
-/// The smoke config (real MNIST) with runs under `root`.
-fn smoke(root: &Path, extra: &[&str]) -> TrainConfig {
-    let mut overrides = vec![
-        format!("experiment.root={:?}", root.display().to_string()),
-        format!(
-            "data.dir={:?}",
-            repo().join("datasets/mnist").display().to_string()
-        ),
-    ];
-    overrides.extend(extra.iter().map(ToString::to_string));
-    TrainConfig::load(&repo().join("configs/smoke.toml"), &overrides).unwrap()
-}
-
 fn run_on(config: &TrainConfig, device: &Device, name: &str) -> (RunDir, kiln_train::TrainReport) {
     let mut run = RunDir::create(config, vec!["backends".into()], name).unwrap();
     let report = train(&mut run, device, &TrainOptions::default(), &mut Silent).unwrap();
@@ -146,7 +120,7 @@ fn first_batch(config: &TrainConfig, size: usize) -> HostBatch {
 
 #[test]
 fn logits_agree_on_cpu_wgpu_and_candle() {
-    let _turn = serial();
+    let _turn = exclusive();
     let Some(gpu) = wgpu("logits_agree_on_cpu_wgpu_and_candle") else {
         return;
     };
@@ -154,7 +128,7 @@ fn logits_agree_on_cpu_wgpu_and_candle() {
     let mut rows = Vec::new();
     for kind in ["mlp", "cnn"] {
         // A briefly trained artifact, loaded as `kiln serve` loads it, on both devices.
-        let config = smoke(
+        let config = smoke_config(
             root.path(),
             &[
                 &format!("model.kind={kind:?}"),
@@ -249,12 +223,12 @@ fn loss_and_gradients(
 
 #[test]
 fn one_training_step_agrees_on_cpu_and_wgpu() {
-    let _turn = serial();
+    let _turn = exclusive();
     let Some(gpu) = wgpu("one_training_step_agrees_on_cpu_and_wgpu") else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let batch = first_batch(&smoke(root.path(), &[]), 64);
+    let batch = first_batch(&smoke_config(root.path(), &[]), 64);
     // No dropout: each backend draws its own masks, and the step must be the same function.
     let nets = [
         Architecture::Mlp(MlpConfig {
@@ -313,12 +287,12 @@ fn one_training_step_agrees_on_cpu_and_wgpu() {
 
 #[test]
 fn smoke_run_on_wgpu_lands_near_the_cpu_run() {
-    let _turn = serial();
+    let _turn = exclusive();
     let Some(gpu) = wgpu("smoke_run_on_wgpu_lands_near_the_cpu_run") else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let config = smoke(root.path(), &[]);
+    let config = smoke_config(root.path(), &[]);
     let (_, on_cpu) = run_on(&config, &Device::flex(), "cpu");
     let (run, on_gpu) = run_on(&config, &gpu, "wgpu");
     let cpu_acc = on_cpu.history.last().unwrap().valid_accuracy;
