@@ -310,20 +310,10 @@ fn smoke_run_on_wgpu_lands_near_the_cpu_run() {
         serde_json::from_slice(&std::fs::read(run.path.join("run.json")).unwrap()).unwrap();
     assert_eq!(record["device"], "wgpu");
     // The wgpu run's artifact serves on the CPU with the accuracy it reported.
-    let cpu = Device::flex();
-    let art = artifact::load(&run.path.join("artifacts/final"), &cpu).unwrap();
-    let data = kiln_train::data::prepare(&config.data).unwrap();
-    let again = kiln_train::evaluate(
-        &art.model,
-        &data.valid,
-        &art.manifest.normalization.table(),
-        &art.manifest.class_names,
-        100,
-        &cpu,
-    );
+    let art = artifact::load(&run.path.join("artifacts/final"), &Device::flex()).unwrap();
+    let again = crate::cpu_accuracy(&art, &config);
     assert!(
-        (again.accuracy - gpu_acc).abs() <= 0.004,
-        "the wgpu-trained artifact scores {} on cpu, {gpu_acc} on wgpu",
-        again.accuracy
+        (again - gpu_acc).abs() <= 0.004,
+        "the wgpu-trained artifact scores {again} on cpu, {gpu_acc} on wgpu"
     );
 }

@@ -59,6 +59,21 @@ pub fn continue_run(
     (run, result)
 }
 
+/// The validation accuracy of `artifact` on the CPU, on `config`'s validation split.
+#[must_use]
+pub fn cpu_accuracy(artifact: &kiln_model::Artifact, config: &TrainConfig) -> f64 {
+    let data = kiln_train::data::prepare(&config.data).unwrap();
+    kiln_train::evaluate(
+        &artifact.model,
+        &data.valid,
+        &artifact.manifest.normalization.table(),
+        &artifact.manifest.class_names,
+        100,
+        &Device::flex(),
+    )
+    .accuracy
+}
+
 /// An error and its causes, as the command line prints them.
 pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

@@ -39,19 +39,10 @@ fn smoke_run_learns_and_records_everything() {
     assert_eq!(art.manifest.class_names.len(), 10);
     assert_eq!(art.manifest.lineage.step, report.global_step);
     assert_eq!(art.manifest.lineage.dataset, "mnist");
-    let data = kiln_train::data::prepare(&config.data).unwrap();
-    let again = kiln_train::evaluate(
-        &art.model,
-        &data.valid,
-        &art.manifest.normalization.table(),
-        &art.manifest.class_names,
-        100,
-        &device,
-    );
+    let again = crate::cpu_accuracy(&art, &config);
     assert!(
-        (again.accuracy - last.valid_accuracy).abs() < 1e-9,
-        "{} vs {}",
-        again.accuracy,
+        (again - last.valid_accuracy).abs() < 1e-9,
+        "{again} vs {}",
         last.valid_accuracy
     );
     assert!(
