@@ -231,14 +231,38 @@ thread_local! {
 #[must_use]
 pub fn bias_grad(batch: usize, out_channels: usize, positions: usize, dy: &[f32]) -> Vec<f32> {
     assert_eq!(dy.len(), batch * out_channels * positions, "dy length");
-    let mut db = vec![0.0; out_channels];
-    if positions == 0 {
-        return db;
+    let zeros = || vec![0.0; out_channels];
+    if positions == 0 || dy.is_empty() {
+        return zeros();
     }
-    for (i, row) in dy.chunks(positions).enumerate() {
-        db[i % out_channels] += row.iter().sum::<f32>();
+    // One partial sum per thread, as for the weight gradient.
+    let per_task = batch.div_ceil(rayon::current_num_threads().max(1));
+    dy.par_chunks(per_task * out_channels * positions)
+        .map(|samples| {
+            let mut db = zeros();
+            for (i, row) in samples.chunks_exact(positions).enumerate() {
+                db[i % out_channels] += lane_sum(row);
+            }
+            db
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or_else(zeros)
+}
+
+/// The sum of `values` in 16 interleaved lanes, which the compiler keeps in vector registers
+/// (a plain `sum` adds one element at a time, in order).
+fn lane_sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = values.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
     }
-    db
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
 /// Runs `f` on this thread's scratch buffer of at least `len` elements (grown, never shrunk,

@@ -105,19 +105,41 @@ pub fn backward(x: &[f32], dy: &[f32], size: [usize; 2], kernel: [usize; 2]) -> 
     dx
 }
 
-/// [`backward`] for 2x2 windows: the same first-maximum rule (row by row, left to right).
+/// [`backward`] for 2x2 windows: the same first-maximum rule (row by row, left to right; a later
+/// position wins only when strictly greater). Every position of a window is written, without
+/// branches: the gradient at the maximum, zero elsewhere.
 fn unpool_2x2(x: &[f32], dy: &[f32], width: usize, dx: &mut [f32], ow: usize) {
     for (oy, dy_row) in dy.chunks_exact(ow).enumerate() {
-        let (top, bottom) = (2 * oy * width, (2 * oy + 1) * width);
-        for (ox, &g) in dy_row.iter().enumerate() {
-            let (t, b) = (top + 2 * ox, bottom + 2 * ox);
-            let mut at = t;
-            for i in [t + 1, b, b + 1] {
-                if x[i] > x[at] {
-                    at = i;
-                }
+        let top = 2 * oy * width;
+        let (x_top, x_bottom) = (&x[top..][..2 * ow], &x[top + width..][..2 * ow]);
+        let (upper, lower) = dx[top..].split_at_mut(width);
+        let (dx_top, dx_bottom) = (&mut upper[..2 * ow], &mut lower[..2 * ow]);
+        for ((((&g, t), b), dt), db) in dy_row
+            .iter()
+            .zip(x_top.chunks_exact(2))
+            .zip(x_bottom.chunks_exact(2))
+            .zip(dx_top.chunks_exact_mut(2))
+            .zip(dx_bottom.chunks_exact_mut(2))
+        {
+            // `+ 0.0` turns -0.0 into 0.0, as adding onto a zeroed gradient does.
+            let g = g + 0.0;
+            let mut best = t[0];
+            let mut at = 0;
+            if t[1] > best {
+                best = t[1];
+                at = 1;
             }
-            dx[at] += g;
+            if b[0] > best {
+                best = b[0];
+                at = 2;
+            }
+            if b[1] > best {
+                at = 3;
+            }
+            dt[0] = if at == 0 { g } else { 0.0 };
+            dt[1] = if at == 1 { g } else { 0.0 };
+            db[0] = if at == 2 { g } else { 0.0 };
+            db[1] = if at == 3 { g } else { 0.0 };
         }
     }
 }
