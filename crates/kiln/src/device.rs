@@ -92,6 +92,7 @@ fn wgpu() -> Result<(Device, String)> {
 
 #[cfg(feature = "vulkan")]
 fn vulkan() -> Result<(Device, String)> {
+    refuse_unavailable("vulkan")?;
     Ok((
         Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
         "vulkan".into(),
@@ -106,6 +107,9 @@ fn vulkan() -> Result<(Device, String)> {
 
 #[cfg(feature = "cuda")]
 fn cuda(index: usize) -> Result<(Device, String)> {
+    // burn's CUDA runtime panics on its first kernel when the driver is missing; refuse here,
+    // in the words `kiln devices` uses.
+    refuse_unavailable("cuda")?;
     Ok((Device::cuda(index), format!("cuda:{index}")))
 }
 #[cfg(not(feature = "cuda"))]
@@ -113,4 +117,21 @@ fn cuda(_index: usize) -> Result<(Device, String)> {
     bail!(
         "this kiln was built without CUDA: rebuild with `cargo build --release --features cuda` (it needs the driver's libcuda, NVRTC and the CUDA headers at run time; see docs/cuda-offline.md)"
     )
+}
+
+/// An error with `kiln devices`' reason when the probe finds that `backend` cannot run here.
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
+fn refuse_unavailable(backend: &str) -> Result<()> {
+    let host = crate::probe::Host::detect();
+    let probes = crate::probe::probe(&host, &crate::probe::compiled());
+    match probes
+        .iter()
+        .find(|p| p.device == backend)
+        .map(|p| &p.status)
+    {
+        Some(crate::probe::Status::Unavailable(why)) => {
+            bail!("{backend} cannot run here: {why} (`kiln devices` lists what can)")
+        }
+        _ => Ok(()),
+    }
 }
