@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for kiln, meant for a lent GPU machine in one call (no network, no Rust there):
-# build here with `cargo build --release --features wgpu,vulkan`, carry target/release/kiln and
+# build here with `cargo build --release --features wgpu,vulkan` (add `cuda` for the CUDA rows; it
+# builds offline, and a debug cuda build was linked and probed here), carry target/release/kiln and
 # datasets/mnist, then run `bash scripts/gpu-check.sh`. It
 #   1. reports the device (nvidia-smi) and sets up carried Vulkan loader libraries, if any;
 #   2. trains the MLP and CNN recipes for EPOCHS epochs on each GPU backend the binary has,
