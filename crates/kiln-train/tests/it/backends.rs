@@ -102,6 +102,38 @@ fn run_on(config: &TrainConfig, device: &Device, name: &str) -> (RunDir, kiln_tr
     (run, report)
 }
 
+/// Comparisons in a markdown table, each asserted against its bound as it is added; printed at
+/// the end (past the harness's capture).
+#[derive(Default)]
+struct Table {
+    rows: Vec<String>,
+}
+
+impl Table {
+    /// Compares `a` with `b` (see [`difference`]); fails when the relative difference exceeds
+    /// `bound`. `label` fills the row's leading cells.
+    fn compare(&mut self, label: &str, a: &[f32], b: &[f32], bound: f32) {
+        let (abs, rel) = difference(a, b);
+        self.rows
+            .push(format!("| {label} | {abs:.2e} | {rel:.2e} |"));
+        assert!(
+            rel <= bound,
+            "{label}: max difference {abs:e}, {rel:e} of the largest value (bound {bound:e})"
+        );
+    }
+
+    fn print(self, header: &str) {
+        say(header);
+        say(&format!(
+            "|{}",
+            "---|".repeat(header.matches('|').count() - 1)
+        ));
+        for row in self.rows {
+            say(&row);
+        }
+    }
+}
+
 /// The first batch of the smoke config's training split, as the training loop draws it.
 fn first_batch(config: &TrainConfig, size: usize) -> HostBatch {
     let data = kiln_train::data::prepare(&config.data).unwrap();
@@ -125,7 +157,7 @@ fn logits_agree_on_cpu_wgpu_and_candle() {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let mut rows = Vec::new();
+    let mut table = Table::default();
     for kind in ["mlp", "cnn"] {
         // A briefly trained artifact, loaded as `kiln serve` loads it, on both devices.
         let config = smoke_config(
@@ -156,21 +188,15 @@ fn logits_agree_on_cpu_wgpu_and_candle() {
             ("candle vs cpu", &candle_logits, &cpu_logits),
             ("wgpu vs candle", &gpu_logits, &candle_logits),
         ] {
-            let (abs, rel) = difference(a, b);
-            rows.push(format!(
-                "| {kind} logits, batch {n} | {pair} | {abs:.2e} | {rel:.2e} |"
-            ));
-            assert!(
-                rel <= LOGIT_TOLERANCE,
-                "{kind} logits, {pair}: max difference {abs:e} ({rel:e} of the largest logit)"
+            table.compare(
+                &format!("{kind} logits, batch {n} | {pair}"),
+                a,
+                b,
+                LOGIT_TOLERANCE,
             );
         }
     }
-    say("| what | pair | max abs difference | relative |");
-    say("|---|---|---|---|");
-    for row in rows {
-        say(&row);
-    }
+    table.print("| what | pair | max abs difference | relative |");
 }
 
 /// Every parameter's gradient, named by its module path.
@@ -241,7 +267,7 @@ fn one_training_step_agrees_on_cpu_and_wgpu() {
             ..CnnConfig::default()
         }),
     ];
-    let mut rows = Vec::new();
+    let mut table = Table::default();
     for (seed, net) in nets.into_iter().enumerate() {
         let cpu = Device::flex();
         cpu.seed(seed as u64 + 11);
@@ -252,14 +278,11 @@ fn one_training_step_agrees_on_cpu_and_wgpu() {
         let (gpu_loss, gpu_grads) = loss_and_gradients(&model, &batch, &gpu);
         let kind = net.kind();
 
-        let loss_rel = (gpu_loss - cpu_loss).abs() / cpu_loss.abs();
-        rows.push(format!(
-            "| {kind} loss | {:.2e} | {loss_rel:.2e} |",
-            (gpu_loss - cpu_loss).abs()
-        ));
-        assert!(
-            loss_rel <= LOSS_TOLERANCE,
-            "{kind} loss: cpu {cpu_loss} vs wgpu {gpu_loss}"
+        table.compare(
+            &format!("{kind} loss"),
+            &[gpu_loss],
+            &[cpu_loss],
+            LOSS_TOLERANCE,
         );
         assert_eq!(cpu_grads.len(), gpu_grads.len());
         assert!(
@@ -268,21 +291,11 @@ fn one_training_step_agrees_on_cpu_and_wgpu() {
             cpu_grads.len()
         );
         for ((name, on_cpu), (_, on_gpu)) in cpu_grads.iter().zip(&gpu_grads) {
-            let (abs, rel) = difference(on_gpu, on_cpu);
-            rows.push(format!(
-                "| {kind} {name} gradient | {abs:.2e} | {rel:.2e} |"
-            ));
-            assert!(
-                rel <= GRADIENT_TOLERANCE,
-                "{kind} {name}: max gradient difference {abs:e} ({rel:e} of the largest)"
-            );
+            let label = format!("{kind} {name} gradient");
+            table.compare(&label, on_gpu, on_cpu, GRADIENT_TOLERANCE);
         }
     }
-    say("| one step, batch 64, wgpu vs cpu | max abs difference | relative |");
-    say("|---|---|---|");
-    for row in rows {
-        say(&row);
-    }
+    table.print("| one step, batch 64, wgpu vs cpu | max abs difference | relative |");
 }
 
 #[test]
