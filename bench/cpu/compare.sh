@@ -9,7 +9,9 @@
 #
 # KILN defaults to target/debug/kiln (what `cargo test` builds; dependencies at opt-level 3),
 # SECONDS (default 10) is each training measurement; ROUNDS (default 3) repeats the three sides
-# in turn and the table shows each figure's median (these machines are shared and noisy). PYTHON must import torch and numpy: PyPI's
+# in turn and the table shows each figure's median (these machines are shared and noisy).
+# BEFORE=/path/to/an/older/kiln adds that build as one more side, measured in the same rounds
+# (before and after in one run). PYTHON must import torch and numpy: PyPI's
 # `torch` is the CUDA build (several GB of nvidia-* wheels) but runs on the CPU; keep it out of
 # CI. Prints the CPU model first: figures from different machines do not compare.
 set -euo pipefail
@@ -24,6 +26,8 @@ ROUNDS=${ROUNDS:-3}
   exit 2
 }
 [ -x "$KILN" ] || { echo "$KILN not found: cargo build (or cargo test --no-run) first" >&2; exit 2; }
+BEFORE=${BEFORE:-}
+[ -z "$BEFORE" ] || [ -x "$BEFORE" ] || { echo "BEFORE=$BEFORE is not an executable kiln" >&2; exit 2; }
 
 avx512=$(grep -q avx512f /proc/cpuinfo && echo "AVX-512" || echo "no AVX-512")
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), family $(lscpu | sed -n 's/^CPU family: *//p') model $(lscpu | sed -n 's/^Model: *//p'), $avx512 ($(nproc) cores); $THREADS threads; batch 64; Adam"
@@ -33,13 +37,16 @@ for round in $(seq "$ROUNDS"); do
   for model in mlp cnn; do
     RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/kiln-$model-$round"
     KILN_KERNELS=burn RAYON_NUM_THREADS=$THREADS "$KILN" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/burn-$model-$round"
+    if [ -n "$BEFORE" ]; then
+      RAYON_NUM_THREADS=$THREADS "$BEFORE" bench --model "$model" --seconds "$SECONDS_EACH" > "$out/before-$model-$round"
+    fi
     "$PYTHON" bench/reference/train_mnist.py --model "$model" --bench "$SECONDS_EACH" \
       --threads "$THREADS" --device cpu > "$out/torch-$model-$round"
   done
 done
-python3 - "$out" "$ROUNDS" <<'PY'
+python3 - "$out" "$ROUNDS" "$BEFORE" <<'PY'
 import json, re, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
+out, rounds, has_before = sys.argv[1], int(sys.argv[2]), bool(sys.argv[3])
 
 def kiln(path):
     text = open(path).read()
@@ -62,18 +69,21 @@ rows = []
 for model in ["mlp", "cnn"]:
     each = range(1, rounds + 1)
     after = median([kiln(f"{out}/kiln-{model}-{r}") for r in each])
-    before = median([kiln(f"{out}/burn-{model}-{r}") for r in each])
+    burn = median([kiln(f"{out}/burn-{model}-{r}") for r in each])
+    older = median([kiln(f"{out}/before-{model}-{r}") for r in each]) if has_before else None
     framework = torch_run(f"{out}/torch-{model}-1")[0]
     torch = median([torch_run(f"{out}/torch-{model}-{r}")[1] for r in each])
     for key, label, unit, higher in [("train", "train", "samples/s", True),
                                      ("b1", "infer batch 1", "ms", False),
                                      ("b256", "infer batch 256", "samples/s", True)]:
         ratio = after[key] / torch[key] if higher else torch[key] / after[key]
-        rows.append((f"{model.upper()} {label}, {unit}", before[key], after[key], torch[key], ratio))
-print(f"| work | kiln, burn's ops (KILN_KERNELS=burn) | kiln | PyTorch {framework.split()[1]} | kiln vs PyTorch |")
-print("|---|---|---|---|---|")
+        earlier = [older[key]] if older else []
+        rows.append([f"{model.upper()} {label}, {unit}", burn[key], *earlier, after[key], torch[key], ratio])
+before_head = " kiln before (BEFORE) |" if has_before else ""
+print(f"| work | kiln, burn's ops (KILN_KERNELS=burn) |{before_head} kiln | PyTorch {framework.split()[1]} | kiln vs PyTorch |")
+print("|---|---|---|---|---|" + ("---|" if has_before else ""))
 fmt = lambda v: f"{v:,.4f}" if v < 1 else f"{v:,.0f}"
-for name, b, a, p, r in rows:
-    print(f"| {name} | {fmt(b)} | {fmt(a)} | {fmt(p)} | {r:.2f}x |")
+for name, *figures, r in rows:
+    print(f"| {name} | " + " | ".join(fmt(v) for v in figures) + f" | {r:.2f}x |")
 print(f"(medians of {rounds} rounds; kiln vs PyTorch: > 1 means kiln is faster, for latency too)")
 PY

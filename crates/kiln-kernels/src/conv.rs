@@ -1,6 +1,6 @@
 //! The convolution kernels on plain slices, NCHW, `f32`: im2col into a per-thread buffer that is
-//! reused across calls, then one GEMM per sample, samples spread over rayon's threads (each GEMM
-//! single-threaded, so nothing nests).
+//! reused across calls, then one GEMM per sample ([`kiln_gemm`]), samples spread over rayon's
+//! threads (each GEMM single-threaded, so nothing nests).
 //!
 //! - forward: `out[b] = W [c_out, K] x cols(x[b]) [K, L] + bias`
 //! - weight gradient: `dW = sum_b dY[b] [c_out, L] x cols(x[b])^T [L, K]`, one partial sum per
@@ -12,8 +12,7 @@
 
 use std::cell::RefCell;
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use kiln_gemm::{Mat, matmul};
 use rayon::prelude::*;
 
 /// The geometry of one 2-D convolution (one group).
@@ -123,23 +122,19 @@ pub fn forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: Option<&[f3
     out.par_chunks_mut(shape.output_len())
         .zip(x.par_chunks(shape.input_len()))
         .for_each(|(out, x)| {
-            let beta = match bias {
-                Some(bias) => {
-                    for (row, &b) in out.chunks_mut(l).zip(bias) {
-                        row.fill(b);
-                    }
-                    1.0
+            if let Some(bias) = bias {
+                for (row, &b) in out.chunks_mut(l).zip(bias) {
+                    row.fill(b);
                 }
-                None => 0.0,
-            };
-            let w = matrix(weight, shape.out_channels, k);
-            let mut y = matrix_mut(out, shape.out_channels, l);
+            }
+            let w = Mat::row_major(weight, shape.out_channels, k);
+            let add = bias.is_some();
             if shape.is_pointwise() {
-                general_mat_mul(1.0, &w, &matrix(x, k, l), beta, &mut y);
+                matmul(out, w, Mat::row_major(x, k, l), add);
             } else {
                 with_scratch(k * l, |cols| {
                     im2col(shape, x, cols);
-                    general_mat_mul(1.0, &w, &matrix(cols, k, l), beta, &mut y);
+                    matmul(out, w, Mat::row_major(cols, k, l), add);
                 });
             }
         });
@@ -165,18 +160,17 @@ pub fn weight_grad(shape: &Conv2dShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .zip(dy.par_chunks(per_task * shape.output_len()))
         .map(|(xs, dys)| {
             let mut dw = zeros();
-            let mut acc = matrix_mut(&mut dw, shape.out_channels, k);
             for (x, dy) in xs
                 .chunks(shape.input_len())
                 .zip(dys.chunks(shape.output_len()))
             {
-                let dy = matrix(dy, shape.out_channels, l);
+                let dy = Mat::row_major(dy, shape.out_channels, l);
                 if shape.is_pointwise() {
-                    general_mat_mul(1.0, &dy, &matrix(x, k, l).t(), 1.0, &mut acc);
+                    matmul(&mut dw, dy, Mat::row_major(x, k, l).t(), true);
                 } else {
                     with_scratch(k * l, |cols| {
                         im2col(shape, x, cols);
-                        general_mat_mul(1.0, &dy, &matrix(cols, k, l).t(), 1.0, &mut acc);
+                        matmul(&mut dw, dy, Mat::row_major(cols, k, l).t(), true);
                     });
                 }
             }
@@ -201,17 +195,16 @@ pub fn input_grad(shape: &Conv2dShape, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     if dx.is_empty() || dy.is_empty() {
         return dx;
     }
-    let wt = matrix(weight, shape.out_channels, k);
-    let wt = wt.t();
+    let wt = Mat::row_major(weight, shape.out_channels, k).t();
     dx.par_chunks_mut(shape.input_len())
         .zip(dy.par_chunks(shape.output_len()))
         .for_each(|(dx, dy)| {
-            let dy = matrix(dy, shape.out_channels, l);
+            let dy = Mat::row_major(dy, shape.out_channels, l);
             if shape.is_pointwise() {
-                general_mat_mul(1.0, &wt, &dy, 0.0, &mut matrix_mut(dx, k, l));
+                matmul(dx, wt, dy, false);
             } else {
                 with_scratch(k * l, |dcols| {
-                    general_mat_mul(1.0, &wt, &dy, 0.0, &mut matrix_mut(dcols, k, l));
+                    matmul(dcols, wt, dy, false);
                     col2im(shape, dcols, dx);
                 });
             }
@@ -275,15 +268,6 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
         f(&mut scratch[..len])
     })
-}
-
-fn matrix(data: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
-    ArrayView2::from_shape((rows, cols), &data[..rows * cols]).expect("row-major matrix view")
-}
-
-fn matrix_mut(data: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
-    ArrayViewMut2::from_shape((rows, cols), &mut data[..rows * cols])
-        .expect("row-major matrix view")
 }
 
 /// For kernel offset `offset` along one axis: the output range `[lo, hi)` whose input index

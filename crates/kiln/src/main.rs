@@ -62,7 +62,6 @@ impl std::error::Error for UsageError {}
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
-    single_threaded_gemms();
     let cli = Cli::parse();
     if matches!(
         cli.command,
@@ -89,39 +88,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// matrixmultiply, which runs kiln-kernels' GEMMs (through ndarray), splits every GEMM over a
-/// thread pool of its own unless `MATMUL_NUM_THREADS` says otherwise. kiln-kernels already runs
-/// one GEMM per sample on each of rayon's threads, so the two pools fought over the cores: CNN
-/// training ran about 20 % slower on 2 cores (`kiln bench`). matrixmultiply reads the variable
-/// once, from the environment, and setting it from inside takes `unsafe` (`std::env::set_var`),
-/// so kiln starts itself over (same process, `exec`) once, with the variable set. A value the
-/// user set is kept: `MATMUL_NUM_THREADS=2` gives burn's ndarray backend its GEMM threads back.
-#[cfg(unix)]
-fn single_threaded_gemms() {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os("MATMUL_NUM_THREADS").is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
-    let error = std::process::Command::new(&exe)
-        .arg0(arg0)
-        .args(args)
-        .env("MATMUL_NUM_THREADS", "1")
-        .exec();
-    // Reached only when exec failed: go on with matrixmultiply's own threads.
-    eprintln!(
-        "warning: could not restart {} with MATMUL_NUM_THREADS=1 ({error}); GEMMs will compete for the cores",
-        exe.display()
-    );
-}
-
-#[cfg(not(unix))]
-fn single_threaded_gemms() {}
 
 /// Training, evaluation and benchmarks run their loop on this thread and their kernels on
 /// rayon's pool. Making this thread one of the pool's workers keeps one busy thread per core:
