@@ -166,7 +166,10 @@ mod tests {
     }
 
     /// Every layout the kernels use (plain, transposed left, transposed right), over shapes
-    /// that cross the kernels' register-block edges, and accumulation onto existing values.
+    /// that cross the kernels' register-block edges and gemm's 512-deep blocks (whose later
+    /// blocks add onto what the first wrote: conv1's weight gradient is 32 x 676 x 9), and
+    /// accumulation onto existing values. Overwriting starts from NaN: a product that read
+    /// `dst` when told not to would show it.
     #[test]
     fn matches_the_definition_in_every_layout() {
         for &(m, k, n) in &[
@@ -176,6 +179,8 @@ mod tests {
             (64, 288, 576),
             (31, 1, 40),
             (5, 70, 1),
+            (32, 676, 9),
+            (9, 1100, 40),
         ] {
             let a_data = values(m * k, 1);
             let b_data = values(k * n, 2);
@@ -186,7 +191,7 @@ mod tests {
             for (a, b) in [(a_rm, b_rm), (a_cm, b_rm), (a_rm, b_cm), (a_cm, b_cm)] {
                 let want = reference(a, b);
                 let start = values(m * n, 3);
-                let mut set = start.clone();
+                let mut set = vec![f32::NAN; m * n];
                 matmul(&mut set, a, b, false);
                 let mut add = start.clone();
                 matmul(&mut add, a, b, true);
