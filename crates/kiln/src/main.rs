@@ -2,6 +2,7 @@
 
 mod commands;
 mod device;
+mod output;
 mod probe;
 mod progress;
 

@@ -16,6 +16,7 @@ use kiln_train::config::OptimizerConfig;
 use kiln_train::optimizer;
 use kiln_train::step::train_step_on;
 
+use crate::output::outln;
 use crate::{UsageError, device};
 
 /// `kiln bench`
@@ -51,7 +52,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<u8> {
     let dataset = kiln_data::load(&args.data, DatasetFormat::Idx, 10, [28, 28])?;
     let train = Arc::new(dataset.train);
     let table = Normalization::SYMMETRIC.table();
-    println!(
+    outln!(
         "kiln bench on {device_name}, batch {}, {} threads",
         args.batch_size,
         std::thread::available_parallelism().map_or(1, usize::from)
@@ -66,7 +67,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<u8> {
         let start = Instant::now();
         let items: usize = loader.epoch(0, 0).map(|b| b.len()).sum();
         let rate = items as f64 / start.elapsed().as_secs_f64();
-        println!(
+        outln!(
             "data pipeline ({workers} workers): {rate:>12.0} samples/s (one shuffled epoch, host batches)"
         );
     }
@@ -89,7 +90,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<u8> {
             let batch = batches.next_batch();
             (batch.images_tensor(d), batch.labels_tensor(d), batch.len())
         });
-        println!("train {name} (Adam):          {rate:>12.0} samples/s");
+        outln!("train {name} (Adam):          {rate:>12.0} samples/s");
         // The same steps on one batch kept on the device: what the device alone sustains. Near
         // the figure above, the data pipeline and the uploads keep up with it.
         let first = loader.epoch(0, 0).next().unwrap_or_else(empty_batch);
@@ -100,12 +101,12 @@ pub(crate) fn run(args: &BenchArgs) -> Result<u8> {
                 .clone();
             (images, labels, first.len())
         });
-        println!(
+        outln!(
             "train {name}, resident batch: {rate:>12.0} samples/s (compute alone: no data pipeline, no upload)"
         );
         let (latency_ms, throughput) = bench_inference(&arch, &loader, &device);
-        println!("infer {name} batch 1:         {latency_ms:>12.4} ms");
-        println!("infer {name} batch 256:       {throughput:>12.0} samples/s");
+        outln!("infer {name} batch 1:         {latency_ms:>12.4} ms");
+        outln!("infer {name} batch 256:       {throughput:>12.0} samples/s");
     }
     Ok(0)
 }

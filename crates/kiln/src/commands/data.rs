@@ -5,6 +5,8 @@ use clap::Subcommand;
 use kiln_data::checksum;
 use kiln_data::fetch::{self, FetchSource};
 
+use crate::output::outln;
+
 /// `kiln data ...`
 #[derive(Subcommand)]
 pub(crate) enum DataCommand {
@@ -62,7 +64,7 @@ pub(crate) fn run(command: DataCommand) -> Result<u8> {
             };
             let dir = fetch::fetch(dataset, &source, &dest, &mut progress)?;
             eprintln!("{}: verified ({})", dir.display(), dataset.license);
-            println!("{}", dir.display());
+            outln!("{}", dir.display());
             Ok(0)
         }
         DataCommand::Verify { dir } => {
@@ -72,7 +74,7 @@ pub(crate) fn run(command: DataCommand) -> Result<u8> {
             let mut checked = 0;
             if let Some(files) = checksum::verify_dir(&dir)? {
                 for f in &files {
-                    println!("ok  {}", f.display());
+                    outln!("ok  {}", f.display());
                 }
                 checked += files.len();
             }
@@ -80,7 +82,7 @@ pub(crate) fn run(command: DataCommand) -> Result<u8> {
                 && let Ok(known) = fetch::known(&info.name)
             {
                 fetch::verify_content(known, &dir)?;
-                println!(
+                outln!(
                     "ok  content of {} matches the published {} checksums",
                     dir.display(),
                     known.name
@@ -97,7 +99,7 @@ pub(crate) fn run(command: DataCommand) -> Result<u8> {
         }
         DataCommand::List => {
             for d in fetch::KNOWN {
-                println!(
+                outln!(
                     "{:<14} {} classes  {}",
                     d.name,
                     d.class_names.len(),

@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::Args;
 
+use crate::output::outln;
 use crate::probe::{self, Host, Status};
 
 /// `kiln devices`
@@ -30,10 +31,10 @@ pub(crate) fn run(args: &DevicesArgs) -> Result<u8> {
             })
             .collect();
         let out = serde_json::json!({ "compiled": compiled, "backends": rows, "auto": auto });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
-    println!("compiled into this kiln: {}", compiled.join(", "));
+    outln!("compiled into this kiln: {}", compiled.join(", "));
     for p in &probes {
         let (word, detail) = match &p.status {
             Status::Ready(d) => ("ready", d),
@@ -41,8 +42,8 @@ pub(crate) fn run(args: &DevicesArgs) -> Result<u8> {
             Status::Unavailable(d) => ("unavailable", d),
             Status::NotCompiled(d) => ("-", d),
         };
-        println!("{:<8} {word:<12} {detail}", p.device);
+        outln!("{:<8} {word:<12} {detail}", p.device);
     }
-    println!("--device auto picks: {auto}");
+    outln!("--device auto picks: {auto}");
     Ok(0)
 }

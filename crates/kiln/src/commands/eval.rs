@@ -5,6 +5,7 @@ use clap::{Args, ValueEnum};
 use kiln_data::DatasetFormat;
 use kiln_train::{TrainConfig, evaluate};
 
+use crate::output::{out, outln};
 use crate::{UsageError, device};
 
 /// `kiln eval`
@@ -101,15 +102,15 @@ pub(crate) fn run(args: &EvalArgs) -> Result<u8> {
             "device": device_name,
             "report": report,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
+        outln!(
             "model     {} ({}), {}",
             manifest.name,
             manifest.version,
             artifact.dir.display()
         );
-        println!(
+        outln!(
             "dataset   {} ({} split)",
             dir.display(),
             match args.split {
@@ -117,7 +118,7 @@ pub(crate) fn run(args: &EvalArgs) -> Result<u8> {
                 Split::Train => "train",
             }
         );
-        print!("{}", report.table());
+        out!("{}", report.table());
     }
     Ok(0)
 }

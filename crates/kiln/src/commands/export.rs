@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
+use crate::output::outln;
 use crate::{UsageError, device};
 
 /// `kiln export`
@@ -58,6 +59,6 @@ pub(crate) fn run(args: &ExportArgs) -> Result<u8> {
         manifest.num_classes(),
         bytes.len(),
     );
-    println!("{}", args.output.display());
+    outln!("{}", args.output.display());
     Ok(0)
 }

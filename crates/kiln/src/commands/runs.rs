@@ -8,6 +8,7 @@ use kiln_train::run::{CONFIG_FILE, RUN_FILE, RunRecord};
 use kiln_train::runs::{self, FlatConfig};
 
 use crate::UsageError;
+use crate::output::{out, outln};
 
 /// Config keys that name where a run lives rather than how it trained: shown as the name and
 /// path of a run, never as hyperparameters (a sweep gives every trial its own).
@@ -142,11 +143,11 @@ fn list(args: &RunsArgs) -> Result<u8> {
         .collect();
     if args.json {
         let array: Vec<serde_json::Value> = found.iter().map(|r| to_json(r, &keys)).collect();
-        println!("{}", serde_json::to_string_pretty(&array)?);
+        outln!("{}", serde_json::to_string_pretty(&array)?);
     } else if found.is_empty() {
         eprintln!("no runs under {}", args.dir.display());
     } else {
-        print!("{}", table(&found, &keys));
+        out!("{}", table(&found, &keys));
     }
     Ok(0)
 }
@@ -304,14 +305,14 @@ fn diff(a: &Path, b: &Path) -> Result<u8> {
     let (config_a, config_b) = (run_config(a)?, run_config(b)?);
     let changes = runs::diff(&config_a, &config_b);
     if changes.is_empty() {
-        println!("the configs are identical");
+        outln!("the configs are identical");
     }
     let show = |v: &Option<toml::Value>| {
         v.as_ref()
             .map_or_else(|| "(absent)".into(), runs::display_value)
     };
     for change in changes {
-        println!("{}: {} -> {}", change.key, show(&change.a), show(&change.b));
+        outln!("{}: {} -> {}", change.key, show(&change.a), show(&change.b));
     }
     Ok(0)
 }

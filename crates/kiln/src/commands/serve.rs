@@ -10,6 +10,7 @@ use clap::Args;
 use kiln_serve::auth::AuthMode;
 use kiln_serve::{AppState, LoadedModel, ServeConfig, ServeError};
 
+use crate::output::outln;
 use crate::{UsageError, device};
 
 /// `kiln serve`
@@ -119,7 +120,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<u8> {
         let local = listener.local_addr().map_err(ServeError::Io)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%name, %version, device = %device_name, %local, scheme, "serving");
-        println!(
+        outln!(
             "kiln serve: {name} {version} on {device_name} at {scheme}://{local} (ready in {} ms)",
             started.elapsed().as_millis()
         );
@@ -128,7 +129,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<u8> {
             Some(tls) => kiln_serve::tls::serve_tls(listener, tls, state, shutdown).await?,
             None => kiln_serve::serve(listener, state, shutdown).await?,
         }
-        println!("kiln serve: stopped");
+        outln!("kiln serve: stopped");
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(0)
@@ -149,7 +150,7 @@ fn print_key_hash() -> Result<u8> {
     if key.is_empty() {
         return Err(UsageError("no key on standard input".into()).into());
     }
-    println!("{}", kiln_serve::auth::hash_key(&key));
+    outln!("{}", kiln_serve::auth::hash_key(&key));
     Ok(0)
 }
 

@@ -17,6 +17,7 @@ use kiln_train::run::{CONFIG_FILE, RUN_FILE, RunRecord};
 use kiln_train::sweep::{Axis, BASE_CONFIG, Plan, SWEEP_FILE, Trial};
 use serde::{Deserialize, Serialize};
 
+use crate::output::outln;
 use crate::{EXIT_INTERRUPTED, UsageError};
 
 /// `kiln sweep`
@@ -141,7 +142,7 @@ pub(crate) fn run(args: &SweepArgs) -> Result<u8> {
     refresh(&dir, &mut sweep, monitor);
     write_sweep(&dir, &sweep)?;
     print_summary(&dir, &sweep, monitor);
-    println!("{}", dir.display());
+    outln!("{}", dir.display());
     Ok(if interrupted { EXIT_INTERRUPTED } else { 0 })
 }
 
@@ -543,7 +544,7 @@ fn emit(kind: Emit, dir: &Path, sweep: &SweepFile, args: &SweepArgs) -> Result<u
     kiln_fs::write_atomic(&path, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("{n} trials; the job runs `kiln sweep --resume {dir_text} --trial I` for each I");
-    println!("{}", path.display());
+    outln!("{}", path.display());
     Ok(0)
 }
 

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use kiln_train::{Outcome, RunDir, TrainConfig, TrainOptions, run::LOG_FILE};
 
+use crate::output::{out, outln};
 use crate::progress::Progress;
 use crate::{EXIT_INTERRUPTED, UsageError, device};
 
@@ -59,7 +60,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<u8> {
         }
         let config = TrainConfig::load(config_path, &overrides)?;
         if args.print_config {
-            print!("{}", config.to_toml()?);
+            out!("{}", config.to_toml()?);
             return Ok(0);
         }
         let (_, device_name) =
@@ -112,7 +113,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<u8> {
         eprintln!("model artifact: {}", artifact.display());
     }
     // The run directory is the last line of standard output, for scripts.
-    println!("{}", run.path.display());
+    outln!("{}", run.path.display());
     Ok(match report.outcome {
         Outcome::Interrupted => EXIT_INTERRUPTED,
         _ => 0,

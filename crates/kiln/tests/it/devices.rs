@@ -49,3 +49,20 @@ fn devices_lists_every_backend_and_auto_trains_on_what_it_picks() {
         "auto picked {auto}, the run recorded {device}"
     );
 }
+
+/// A reader that went away (`kiln devices | head -0`) ends kiln quietly with the shell's
+/// SIGPIPE status, not with println!'s panic (exit 101 and a backtrace).
+#[test]
+fn a_closed_stdout_ends_kiln_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("devices")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
