@@ -9,8 +9,9 @@ pub(crate) const EXIT_BROKEN_PIPE: i32 = 141;
 
 /// Writes `args` to standard output and flushes. A reader that has gone away ends the process
 /// with [`EXIT_BROKEN_PIPE`] and no message; any other failure (a full disk behind a
-/// redirection) with a message and status 1. Either way nothing is left half-written: every
-/// file kiln writes is written to a temporary name and renamed.
+/// redirection) with a message and status 1. The process ends where it stands, as under
+/// SIGPIPE: the commands print their results after writing their files, and a run's lock is an
+/// OS lock that goes with the process.
 pub(crate) fn write(args: std::fmt::Arguments<'_>) {
     let mut out = io::stdout().lock();
     if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
